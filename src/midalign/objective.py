@@ -1,0 +1,132 @@
+"""The middle-layer alignment objective (Liu & Niehues 2025, section 2 of docs/method.md).
+
+`h(x)` is the masked mean of the states after decoder block `layer`; `logits[i, j] = cos(h(s_i), h(t_j)) / tau`;
+the loss is `mean_i CE(logits[i, :], i)` with the source sentences as queries and in-batch negatives.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from midalign.layers import forward_to_layer
+from midalign.losses import info_nce
+from midalign.pooling import Pooling, pool
+
+
+def _pad_right(ids: torch.Tensor, mask: torch.Tensor, length: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    extra = length - ids.shape[1]
+    if extra == 0:
+        return ids, mask
+    return F.pad(ids, (0, extra), value=pad_id), F.pad(mask, (0, extra), value=0)  # [B, T] -> [B, length]
+
+
+def pair_embeddings(
+    model: nn.Module,
+    src_input_ids: torch.Tensor,
+    src_attention_mask: torch.Tensor,
+    tgt_input_ids: torch.Tensor,
+    tgt_attention_mask: torch.Tensor,
+    *,
+    layer: int,
+    pooling: Pooling = "mean",
+    src_pool_mask: torch.Tensor | None = None,
+    tgt_pool_mask: torch.Tensor | None = None,
+    one_forward: bool = True,
+    early_exit: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pooled states after block `layer` of both sides of a batch of pairs.
+
+    Args:
+        src_input_ids, src_attention_mask, tgt_input_ids, tgt_attention_mask: `[B, Ts]`, `[B, Tt]`.
+        pool_mask: which tokens enter the mean (defaults to the attention mask; the trainer passes the
+            attention mask with special tokens such as BOS zeroed).
+        one_forward: run both sides as one batch of `2B` rows (padded on the right to a common length,
+            which changes no real token's state in a causal model) instead of two forwards.
+
+    Returns:
+        `(src [B, H], tgt [B, H], keepalive)`: `keepalive` is a zero scalar tied to every parameter the
+        forward touched; add it to the loss so that DDP sees a gradient for each of them.
+    """
+    src_pool_mask = src_attention_mask if src_pool_mask is None else src_pool_mask
+    tgt_pool_mask = tgt_attention_mask if tgt_pool_mask is None else tgt_pool_mask
+    batch = src_input_ids.shape[0]
+    if tgt_input_ids.shape[0] != batch:
+        raise ValueError(f"src has {batch} sentences but tgt has {tgt_input_ids.shape[0]}")
+    if one_forward:
+        length = max(src_input_ids.shape[1], tgt_input_ids.shape[1])
+        s_ids, s_mask = _pad_right(src_input_ids, src_attention_mask, length, 0)
+        t_ids, t_mask = _pad_right(tgt_input_ids, tgt_attention_mask, length, 0)
+        _, s_pool = _pad_right(src_input_ids, src_pool_mask, length, 0)
+        _, t_pool = _pad_right(tgt_input_ids, tgt_pool_mask, length, 0)
+        ids = torch.cat([s_ids, t_ids])  # [2B, T]
+        hidden, out = forward_to_layer(model, ids, torch.cat([s_mask, t_mask]), layer, early_exit=early_exit)
+        pooled = pool(hidden, torch.cat([s_pool, t_pool]), pooling)  # [2B, T, H] -> [2B, H]
+        src, tgt = pooled[:batch], pooled[batch:]  # [2B, H] -> [B, H], [B, H]
+        keepalive = _zero_from(out)
+    else:
+        h_s, out_s = forward_to_layer(model, src_input_ids, src_attention_mask, layer, early_exit=early_exit)
+        h_t, out_t = forward_to_layer(model, tgt_input_ids, tgt_attention_mask, layer, early_exit=early_exit)
+        src, tgt = pool(h_s, src_pool_mask, pooling), pool(h_t, tgt_pool_mask, pooling)  # [B, H] each
+        keepalive = _zero_from(out_s) + _zero_from(out_t)
+    return src, tgt, keepalive
+
+
+def _zero_from(outputs) -> torch.Tensor:
+    logits = getattr(outputs, "logits", None)
+    if logits is None or not logits.requires_grad:
+        return torch.zeros((), device=logits.device if logits is not None else "cpu")
+    return logits.float().sum() * 0.0
+
+
+def alignment_loss(
+    model: nn.Module,
+    src_input_ids: torch.Tensor,
+    src_attention_mask: torch.Tensor,
+    tgt_input_ids: torch.Tensor,
+    tgt_attention_mask: torch.Tensor,
+    *,
+    layer: int,
+    temperature: float = 0.1,
+    symmetric: bool = False,
+    detach_tgt: bool = False,
+    pooling: Pooling = "mean",
+    src_pool_mask: torch.Tensor | None = None,
+    tgt_pool_mask: torch.Tensor | None = None,
+    early_exit: bool = True,
+) -> torch.Tensor:
+    """The whole alignment objective on a batch of parallel pairs; src sentences are the queries.
+
+    With the defaults (`symmetric=False`, mean pooling over the attention mask) this is the loss of the
+    authors' released code: masked mean of the block-`layer` output before the final norm, cosine
+    similarity divided by `temperature`, cross-entropy over the in-batch targets.
+
+    Args:
+        model: a decoder-only causal LM, plain or wrapped (PEFT, DDP).
+        src_input_ids, src_attention_mask: `[B, Ts]` source side (queries).
+        tgt_input_ids, tgt_attention_mask: `[B, Tt]` target side (candidates; row `i` translates src row `i`).
+        layer: decoder block whose output is aligned (`hidden_states[layer]`).
+        temperature: cosine similarities are divided by it.
+        symmetric: average with the tgt-as-query direction.
+        detach_tgt: no gradient into the target side.
+        pooling: `"mean"` (default) or `"last"`.
+        src_pool_mask, tgt_pool_mask: tokens that enter the pooling; default the attention masks.
+        early_exit: run only blocks `1..layer`.
+
+    Returns:
+        Scalar fp32 loss.
+    """
+    src, tgt, keepalive = pair_embeddings(
+        model,
+        src_input_ids,
+        src_attention_mask,
+        tgt_input_ids,
+        tgt_attention_mask,
+        layer=layer,
+        pooling=pooling,
+        src_pool_mask=src_pool_mask,
+        tgt_pool_mask=tgt_pool_mask,
+        early_exit=early_exit,
+    )
+    return info_nce(src, tgt, temperature, symmetric=symmetric, detach_candidates=detach_tgt) + keepalive
