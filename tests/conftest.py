@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded in tests; fail fast instead of retrying
 
 torch.set_num_threads(1)  # tests share a 2-core machine; one thread each keeps parallel jobs from crawling
 

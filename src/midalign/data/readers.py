@@ -1,0 +1,241 @@
+"""Readers for task examples and parallel data. Every malformed record raises `DataError` naming file/line/field.
+
+Formats:
+- task JSONL: `{"prompt": str, "completion": str}` or `{"messages": [{"role": ..., "content": ...}, ...]}`;
+  also the authors' released format `{"prefix": prompt, "text": completion, ...}`.
+- parallel JSONL: `{"src", "tgt", "src_lang", "tgt_lang"}`; the authors' `{"text_parallel_0": X,
+  "text_parallel_1": En}`; or multi-way rows `{"en": ..., "de": ..., ...}` expanded to pairs with a pivot.
+- parallel TSV with a header naming the columns `src`, `tgt`, `src_lang`, `tgt_lang`.
+- FLORES-style folder: one file per language (`eng_Latn.devtest`, `de.txt`), one sentence per line,
+  aligned by line number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from midalign.errors import DataError
+
+ROLES = ("system", "user", "assistant")
+PAIR_FIELDS = ("src", "tgt", "src_lang", "tgt_lang")
+AUTHORS_PAIR_FIELDS = ("text_parallel_0", "text_parallel_1")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One parallel sentence pair; `src` is the query side of the alignment loss (non-pivot language)."""
+
+    src: str
+    tgt: str
+    src_lang: str
+    tgt_lang: str
+    origin: str = ""  # "file:line" for error messages
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of a UTF-8 file; a BOM is dropped, CRLF handled, bad bytes reported by line."""
+    if not path.is_file():
+        raise DataError("file not found", path=str(path))
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"invalid UTF-8 ({e.reason} at byte {e.start})", path=str(path), line=number) from None
+            yield number, text.rstrip("\r\n")
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yield `(line_number, object)` for each non-blank line of a JSONL file."""
+    path = Path(path)
+    for number, text in _lines(path):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path=str(path), line=number) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=number)
+        yield number, obj
+
+
+def _text(obj: dict, field: str, path, line, *, allow_empty: bool = False) -> str:
+    if field not in obj:
+        raise DataError("missing", path=str(path), line=line, field=field)
+    value = obj[field]
+    if not isinstance(value, str):
+        raise DataError(f"expected a string, got {type(value).__name__}", path=str(path), line=line, field=field)
+    if not allow_empty and not value.strip():
+        raise DataError("empty", path=str(path), line=line, field=field)
+    return value
+
+
+def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> dict:
+    """Validate one task record and return it as `{"prompt", "completion"}` or `{"messages"}`."""
+    if "messages" in obj:
+        messages = obj["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise DataError("expected a non-empty list of messages", path=str(path), line=line, field="messages")
+        clean = []
+        for i, m in enumerate(messages):
+            field = f"messages[{i}]"
+            if not isinstance(m, dict):
+                raise DataError("expected an object with role and content", path=str(path), line=line, field=field)
+            role = m.get("role")
+            if role not in ROLES:
+                raise DataError(
+                    f"role {role!r} is not one of {ROLES}", path=str(path), line=line, field=f"{field}.role"
+                )
+            content = _text(m, "content", path, line, allow_empty=role != "assistant")
+            clean.append({"role": role, "content": content})
+        if clean[-1]["role"] != "assistant":
+            raise DataError(
+                "the last message must be the assistant's answer", path=str(path), line=line, field="messages"
+            )
+        return {"messages": clean}
+    if "prefix" in obj and "prompt" not in obj:  # the authors' released format
+        return {
+            "prompt": _text(obj, "prefix", path, line, allow_empty=True),
+            "completion": _text(obj, "text", path, line),
+        }
+    if "prompt" in obj or "completion" in obj:
+        return {
+            "prompt": _text(obj, "prompt", path, line, allow_empty=True),
+            "completion": _text(obj, "completion", path, line),
+        }
+    raise DataError("expected 'prompt' and 'completion', or 'messages'", path=str(path), line=line, field="prompt")
+
+
+def read_task_examples(path: str | os.PathLike) -> list[dict]:
+    """Read and validate a task JSONL file (formats in the module docstring)."""
+    rows = [parse_task_record(obj, path, line) for line, obj in iter_jsonl(path)]
+    if not rows:
+        raise DataError("no examples", path=str(path))
+    kinds = {"messages" in r for r in rows}
+    if len(kinds) > 1:
+        raise DataError("mixes chat 'messages' rows with 'prompt'/'completion' rows", path=str(path))
+    return rows
+
+
+def _pivot_pairs(row: dict[str, str], pivot: str, origin: str) -> list[Pair]:
+    if pivot not in row:
+        raise DataError(f"pivot language {pivot!r} missing from a multi-way row", path=origin, field=pivot)
+    return [Pair(row[lang], row[pivot], lang, pivot, origin) for lang in sorted(row) if lang != pivot]
+
+
+def read_parallel(path: str | os.PathLike, *, pivot: str = "en") -> list[Pair]:
+    """Read parallel pairs from a JSONL file, a TSV file or a FLORES-style folder (see the module docstring).
+
+    Multi-way data (folders, or JSONL rows keyed by language) becomes one pair per non-pivot language, with the
+    non-pivot sentence as `src` (the query side) and the pivot sentence as `tgt`, as in the paper (X -> En).
+    """
+    path = Path(path)
+    if path.is_dir():
+        table = read_multiway(path)
+        n = len(next(iter(table.values())))
+        return [
+            p for i in range(n) for p in _pivot_pairs({k: v[i] for k, v in table.items()}, pivot, f"{path}:{i + 1}")
+        ]
+    if path.suffix == ".tsv":
+        return _read_parallel_tsv(path)
+    pairs: list[Pair] = []
+    for line, obj in iter_jsonl(path):
+        origin = f"{path}:{line}"
+        if "src" in obj or "tgt" in obj:
+            f = {k: _text(obj, k, path, line) for k in PAIR_FIELDS}
+            pairs.append(Pair(f["src"], f["tgt"], f["src_lang"].strip(), f["tgt_lang"].strip(), origin))
+        elif AUTHORS_PAIR_FIELDS[0] in obj:
+            src, tgt = (_text(obj, k, path, line) for k in AUTHORS_PAIR_FIELDS)
+            src_lang = obj.get("src_lang") if isinstance(obj.get("src_lang"), str) else "x"
+            pairs.append(Pair(src, tgt, src_lang, pivot, origin))
+        else:
+            row = {lang: _text(obj, lang, path, line) for lang in obj}
+            if len(row) < 2:
+                raise DataError(
+                    "expected src/tgt/src_lang/tgt_lang, or a multi-way row of >= 2 languages",
+                    path=str(path),
+                    line=line,
+                    field="src",
+                )
+            try:
+                pairs.extend(_pivot_pairs(row, pivot, origin))
+            except DataError as e:
+                raise DataError(f"pivot language {pivot!r} missing", path=str(path), line=line, field=pivot) from e
+    if not pairs:
+        raise DataError("no parallel pairs", path=str(path))
+    return pairs
+
+
+def _read_parallel_tsv(path: Path) -> list[Pair]:
+    lines = iter(_lines(path))
+    try:
+        _, header_line = next(lines)
+    except StopIteration:
+        raise DataError("empty file", path=str(path)) from None
+    header = [h.strip() for h in header_line.split("\t")]
+    missing = [f for f in PAIR_FIELDS if f not in header]
+    if missing:
+        raise DataError(f"header must name the columns {PAIR_FIELDS}", path=str(path), line=1, field=missing[0])
+    pairs = []
+    for line, text in lines:
+        if not text.strip():
+            continue
+        cells = text.split("\t")
+        if len(cells) != len(header):
+            raise DataError(
+                f"expected {len(header)} tab-separated columns, got {len(cells)}", path=str(path), line=line
+            )
+        obj = dict(zip(header, cells, strict=True))
+        f = {k: _text(obj, k, path, line) for k in PAIR_FIELDS}
+        pairs.append(Pair(f["src"], f["tgt"], f["src_lang"].strip(), f["tgt_lang"].strip(), f"{path}:{line}"))
+    if not pairs:
+        raise DataError("no parallel pairs", path=str(path))
+    return pairs
+
+
+def read_multiway(path: str | os.PathLike, languages: list[str] | None = None) -> dict[str, list[str]]:
+    """Read a multi-way parallel set: a FLORES-style folder or a JSONL file of `{lang: sentence}` rows.
+
+    Returns `{language: sentences}` with every language holding the same number of sentences, aligned by index.
+    """
+    path = Path(path)
+    table: dict[str, list[str]] = {}
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        for file in files:
+            lang = file.name.split(".")[0]
+            if lang in table:
+                raise DataError(f"two files for language {lang!r}", path=str(file))
+            sentences = []
+            for line, text in _lines(file):
+                if not text.strip():
+                    raise DataError("empty sentence", path=str(file), line=line)
+                sentences.append(text)
+            table[lang] = sentences
+    else:
+        for line, obj in iter_jsonl(path):
+            row = {lang: _text(obj, lang, path, line) for lang in obj}
+            if table and set(row) != set(table):
+                raise DataError(
+                    f"languages {sorted(row)} differ from the first row's {sorted(table)}", path=str(path), line=line
+                )
+            for lang, sentence in row.items():
+                table.setdefault(lang, []).append(sentence)
+    if not table:
+        raise DataError("no languages found", path=str(path))
+    counts = {lang: len(s) for lang, s in table.items()}
+    if len(set(counts.values())) > 1:
+        raise DataError(f"languages have different sentence counts: {counts}", path=str(path))
+    if languages is not None:
+        unknown = [lang for lang in languages if lang not in table]
+        if unknown:
+            raise DataError(f"unknown languages {unknown}; available: {sorted(table)}", path=str(path))
+        table = {lang: table[lang] for lang in languages}
+    return table

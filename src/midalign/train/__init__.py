@@ -1,0 +1,7 @@
+"""Training: config, the alternating trainer, and the entry point that builds both from files."""
+
+from midalign.train.config import MidAlignConfig
+from midalign.train.run import build_trainer, train
+from midalign.train.trainer import MidAlignTrainer
+
+__all__ = ["MidAlignConfig", "MidAlignTrainer", "build_trainer", "train"]

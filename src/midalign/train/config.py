@@ -1,0 +1,113 @@
+"""`MidAlignConfig`: one dataclass extending TRL's `SFTConfig` (itself `TrainingArguments`).
+
+It yields the Python API, the CLI flags (`midalign train --key value`) and the YAML file (`--config run.yaml`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from trl import SFTConfig
+
+from midalign.errors import ConfigError
+from midalign.layers import resolve_layer
+from midalign.pooling import POOLINGS
+
+MODES = ("baseline", "mid-align", "align-only")
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class MidAlignConfig(SFTConfig):
+    """Training configuration. Defaults follow the paper where it states them (LoRA r 8, alpha 16, dropout 0.1
+    on every projection; lr 5e-4 with inverse-sqrt decay and 3% warm-up; temperature 0.1; middle layer)."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "HF hub id or local model folder."})
+    model_dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
+    mode: Literal["baseline", "mid-align", "align-only"] = field(
+        default="mid-align",
+        metadata={"help": "baseline: task loss only; mid-align: task + alignment; align-only: alignment alone."},
+    )
+    task_data: str | None = field(default=None, metadata={"help": "Task JSONL (prompt/completion or messages)."})
+    task_eval_data: str | None = field(default=None, metadata={"help": "Task JSONL for evaluation."})
+    parallel_data: list[str] | None = field(
+        default=None, metadata={"help": "Parallel data: JSONL, TSV or FLORES-style folders (one or more)."}
+    )
+    parallel_eval_data: list[str] | None = field(default=None, metadata={"help": "Held-out parallel data."})
+    pivot_language: str = field(default="en", metadata={"help": "Pivot of multi-way data (the candidate side)."})
+
+    align_layer: str = field(
+        default="0.5",
+        metadata={"help": "Block whose output is aligned: index (16), negative index (-8) or fraction (0.5)."},
+    )
+    align_temperature: float = field(default=0.1, metadata={"help": "Divides the cosine similarities."})
+    align_weight: float = field(default=1.0, metadata={"help": "Weight of the mean alignment loss per step."})
+    align_symmetric: bool = field(default=False, metadata={"help": "Also use tgt sentences as queries."})
+    align_detach_tgt: bool = field(default=False, metadata={"help": "No gradient into the tgt (pivot) side."})
+    align_pooling: Literal["mean", "last"] = field(default="mean", metadata={"help": "mean or last."})
+    align_include_special_tokens: bool = field(
+        default=False, metadata={"help": "Pool BOS/EOS too (the authors' code does for Llama 3)."}
+    )
+    align_schedule: Literal["alternate", "joint"] = field(
+        default="alternate",
+        metadata={"help": "alternate: task and alignment micro-batches take turns; joint: both in every one."},
+    )
+    task_per_align: int = field(default=1, metadata={"help": "alternate: task micro-batches per alignment one."})
+    align_batch_size: int | None = field(
+        default=None, metadata={"help": "Pairs per alignment micro-batch (default: per_device_train_batch_size)."}
+    )
+    align_language_sampling: Literal["uniform", "proportional"] = field(
+        default="uniform", metadata={"help": "uniform over directions (as the paper resamples) or proportional."}
+    )
+    align_max_length: int = field(default=128, metadata={"help": "Tokens per parallel sentence (truncated)."})
+    align_early_exit: bool = field(default=True, metadata={"help": "Run only blocks 1..align_layer."})
+
+    finetuning: Literal["lora", "full"] = field(default="lora", metadata={"help": "lora or full fine-tuning."})
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+    lora_layers: list[int] | None = field(default=None, metadata={"help": "Only these blocks get LoRA."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+
+    # Paper defaults where SFTConfig's differ.
+    learning_rate: float = 5e-4
+    lr_scheduler_type: str = "inverse_sqrt"
+    warmup_steps: float = 0.03
+    report_to: str | list[str] | None = "tensorboard"
+    logging_steps: float = 10
+    # TRL turns both on by default; on a CPU bf16 fails and checkpointing only slows down. `None` = bf16 when the
+    # GPU supports it. The GPU recipes in configs/ turn checkpointing on.
+    bf16: bool | None = None
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        for name in ("parallel_data", "parallel_eval_data"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
+        if self.align_pooling not in POOLINGS:
+            raise ConfigError(f"align_pooling {self.align_pooling!r} is not one of {POOLINGS}")
+        resolve_layer(self.align_layer, 10**6)  # syntax check now; the range is checked against the model
+        self.align_layer = str(self.align_layer)
+        if self.mode in ("baseline", "mid-align") and not self.task_data:
+            raise ConfigError(f"mode {self.mode} needs task_data")
+        if self.mode in ("mid-align", "align-only") and not self.parallel_data:
+            raise ConfigError(f"mode {self.mode} needs parallel_data")
+        if self.align_temperature <= 0:
+            raise ConfigError("align_temperature must be > 0")
+        if self.task_per_align < 1:
+            raise ConfigError("task_per_align must be >= 1")
+        if self.mode != "baseline" and self.ddp_find_unused_parameters is None:
+            # Alignment steps leave the blocks above align_layer without gradient; DDP must expect that.
+            self.ddp_find_unused_parameters = True
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            # Selection on the task loss unless told otherwise (the paper's eval loss mixed both objectives).
+            self.metric_for_best_model = "align_loss" if self.mode == "align-only" else "loss"
+        if self.bf16 is None:
+            import torch
+
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        super().__post_init__()

@@ -1,0 +1,106 @@
+"""Build a `MidAlignTrainer` from a `MidAlignConfig`: load and validate everything before training starts."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from datasets import Dataset
+
+from midalign.data.readers import read_parallel, read_task_examples
+from midalign.errors import ConfigError
+from midalign.layers import num_layers, resolve_layer
+from midalign.modeling import load_model, load_tokenizer
+from midalign.train.config import MidAlignConfig
+from midalign.train.trainer import MidAlignTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def _task_dataset(rows: list[dict] | None, path: str | None, tokenizer) -> Dataset | None:
+    if rows is None:
+        return None
+    if "messages" in rows[0] and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"{path}: chat 'messages' need a tokenizer with a chat template; this one has none")
+    return Dataset.from_list(rows)
+
+
+def _pairs(paths: list[str] | None, pivot: str):
+    return [p for path in paths or [] for p in read_parallel(path, pivot=pivot)]
+
+
+def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrainer:
+    """Load the model, tokenizer and data named in `config` (or use the given ones) and build the trainer.
+
+    All input is read and validated here, so bad data, an unsupported model or a layer out of range fail
+    before the first step.
+    """
+    # Data first: it is cheap to read, and a malformed line should not wait for an 8B model to load.
+    task_rows = read_task_examples(config.task_data) if config.mode != "align-only" and config.task_data else None
+    eval_rows = None
+    if config.mode != "align-only" and config.task_eval_data:
+        eval_rows = read_task_examples(config.task_eval_data)
+    pairs = _pairs(config.parallel_data, config.pivot_language) if config.mode != "baseline" else None
+    eval_pairs = _pairs(config.parallel_eval_data, config.pivot_language) or None
+    if model is None or tokenizer is None:
+        if not config.model_name_or_path:
+            raise ConfigError("model_name_or_path is required")
+        tokenizer = tokenizer or load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
+        model = model or load_model(
+            config.model_name_or_path, dtype=config.model_dtype, trust_remote_code=config.trust_remote_code
+        )
+    layer = resolve_layer(config.align_layer, num_layers(model))  # raises for unsupported models and bad layers
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    train = _task_dataset(task_rows, config.task_data, tokenizer)
+    evals = _task_dataset(eval_rows, config.task_eval_data, tokenizer)
+    peft_config = None
+    if config.finetuning == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            layers_to_transform=config.lora_layers,
+            task_type="CAUSAL_LM",
+        )
+    logger.info("midalign: mode=%s align_layer=%d of %d", config.mode, layer, num_layers(model))
+    return MidAlignTrainer(
+        model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=evals,
+        processing_class=tokenizer,
+        align_dataset=pairs,
+        align_eval_dataset=eval_pairs,
+        peft_config=peft_config,
+    )
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest `checkpoint-N` folder in `output_dir`, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrainer:
+    """Train as configured and save the adapter (or full model), the tokenizer and the resolved config.
+
+    A folder that already holds checkpoints is continued only with `config.resume`; without it the run is
+    refused, so old and new results never mix.
+    """
+    checkpoint = last_checkpoint(config.output_dir)
+    if checkpoint and not config.resume:
+        raise ConfigError(
+            f"{config.output_dir} already holds checkpoints ({Path(checkpoint).name}); pass --resume to continue "
+            "that run or choose a new output_dir"
+        )
+    trainer = build_trainer(config, model=model, tokenizer=tokenizer)
+    if config.resume and checkpoint is None:
+        logger.warning("midalign: --resume given but %s has no checkpoint; starting from scratch", config.output_dir)
+    trainer.train(resume_from_checkpoint=checkpoint if config.resume else None)
+    trainer.save_model(config.output_dir)
+    return trainer

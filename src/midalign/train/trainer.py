@@ -1,0 +1,240 @@
+"""`MidAlignTrainer`: TRL's `SFTTrainer` with alignment micro-batches mixed into the training stream.
+
+Everything else (PEFT wrapping, chat templates, completion-only loss, DeepSpeed/FSDP/DDP, checkpoints, callbacks,
+progress bars) is inherited. The trainer is extended at the data loader, `compute_loss`, `evaluate` and
+`save_model`.
+
+Loss weighting is explicit (the class sets `loss_is_scaled_for_ga`, so `Trainer` does not rescale). Within one
+optimizer step (a window of gradient-accumulation micro-batches) holding task and alignment micro-batches:
+
+    step loss = (sum of task-token CE over the window / task tokens in the window)
+                + align_weight * (mean over the window's alignment micro-batches of the alignment loss)
+
+The task part is `Trainer`'s own token normalisation, counted over task micro-batches only. The released code
+divided every micro-batch by the accumulation steps, which gives the same 1:1 balance at half the scale.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from trl import SFTTrainer
+
+from midalign.data.batching import (
+    ALIGN_PREFIXES,
+    AlignmentCollator,
+    MixedCollator,
+    MixedDataset,
+    ScheduleBatchSampler,
+    is_align_batch,
+    is_task_batch,
+    tokenize_pairs,
+)
+from midalign.data.readers import Pair
+from midalign.errors import ConfigError
+from midalign.io import write_json_atomic
+from midalign.layers import num_layers, resolve_layer
+from midalign.losses import info_nce, retrieval_accuracy
+from midalign.objective import pair_embeddings
+from midalign.train.config import MidAlignConfig
+
+CONFIG_FILE = "midalign_config.json"
+
+
+class MidAlignTrainer(SFTTrainer):
+    """SFT trainer that alternates (or combines) the task loss with the middle-layer alignment loss.
+
+    Args:
+        model: a causal LM (or hub id); wrapped with LoRA when `peft_config` is given.
+        args: `MidAlignConfig`.
+        train_dataset: task examples (`prompt`/`completion` or `messages`); unused in `align-only` mode.
+        eval_dataset: task examples for `eval_loss`.
+        align_dataset: parallel pairs for the alignment loss (`mid-align`, `align-only`).
+        align_eval_dataset: held-out pairs for `eval_align_loss` and `eval_align_acc`.
+    """
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model,
+        args: MidAlignConfig,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        processing_class=None,
+        *,
+        align_dataset: list[Pair] | None = None,
+        align_eval_dataset: list[Pair] | None = None,
+        **kwargs,
+    ):
+        if args.mode != "baseline" and not align_dataset:
+            raise ConfigError(f"mode {args.mode} needs parallel pairs (align_dataset)")
+        if args.mode == "align-only":
+            # SFTTrainer inspects a task dataset while it is built. Align-only training has none, so it gets a
+            # one-row placeholder that the batch sampler never draws from (n_task = 0).
+            train_dataset = Dataset.from_list([{"prompt": "", "completion": align_dataset[0].tgt}])
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.align_layer = resolve_layer(args.align_layer, num_layers(self.model))
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        kw = dict(max_length=args.align_max_length, include_special_tokens=args.align_include_special_tokens)
+        self.align_rows = tokenize_pairs(align_dataset, tokenizer, **kw) if args.mode != "baseline" else []
+        self.align_eval_rows = tokenize_pairs(align_eval_dataset, tokenizer, **kw) if align_eval_dataset else []
+        self.align_collator = AlignmentCollator(tokenizer.pad_token_id)
+        self._window = {"task": 0, "align": 0}  # micro-batches of each kind in the current optimizer step
+        self._task_window_loss, self._task_window_seen = 0.0, 0
+
+    # ------------------------------------------------------------------ data
+    def get_train_dataloader(self) -> DataLoader:
+        if self.args.mode == "baseline":
+            return super().get_train_dataloader()
+        task = None
+        if self.args.mode == "mid-align":
+            task = self._remove_unused_columns(self.train_dataset, description="training")
+        sampler = ScheduleBatchSampler(
+            len(task) if task is not None else 0,
+            [r["direction"] for r in self.align_rows],
+            task_batch_size=self._train_batch_size,
+            align_batch_size=self.args.align_batch_size or self._train_batch_size,
+            schedule=self.args.align_schedule,
+            task_per_align=self.args.task_per_align,
+            language_sampling=self.args.align_language_sampling,
+            num_replicas=self.accelerator.num_processes,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+        )
+        loader = DataLoader(
+            MixedDataset(task, self.align_rows),
+            batch_sampler=sampler,
+            collate_fn=MixedCollator(self.data_collator, self.align_collator),
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
+        )
+        return self.accelerator.prepare(loader)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._window = {
+            "task": sum(is_task_batch(b) for b in batch_samples),
+            "align": sum(is_align_batch(b) for b in batch_samples),
+        }
+        self._task_window_loss, self._task_window_seen = 0.0, 0
+        return batch_samples, num_items
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        # Token counts for the task loss come from task micro-batches only; alignment batches carry no labels.
+        task = [b for b in batch_samples if is_task_batch(b)]
+        return super()._get_num_items_in_batch(task, device) if task else None
+
+    # ------------------------------------------------------------------ losses
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.model.training:  # evaluation batches are task batches: SFTTrainer's own loss
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = torch.zeros((), device=self.args.device)
+        if is_task_batch(inputs):
+            task_inputs = {k: v for k, v in inputs.items() if not k.startswith(ALIGN_PREFIXES)}
+            task = super().compute_loss(model, task_inputs, num_items_in_batch=num_items_in_batch)
+            if num_items_in_batch is None:  # the model does not take loss kwargs: mean of micro-batch means
+                task = task / max(self._window["task"], 1)
+            self._record_task_loss(task.detach())
+            loss = loss + task
+        if is_align_batch(inputs):
+            align, acc = self.alignment_step(model, inputs)
+            self._record("align_loss", align.detach())
+            self._record("align_acc", acc)
+            loss = loss + self.args.align_weight * align / max(self._window["align"], 1)
+        return loss
+
+    def alignment_step(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alignment loss and in-batch retrieval accuracy of one batch of pairs (loss carries the DDP keep-alive)."""
+        src, tgt, keepalive = pair_embeddings(
+            model,
+            inputs["src_input_ids"],
+            inputs["src_attention_mask"],
+            inputs["tgt_input_ids"],
+            inputs["tgt_attention_mask"],
+            layer=self.align_layer,
+            pooling=self.args.align_pooling,
+            src_pool_mask=inputs["src_pool_mask"],
+            tgt_pool_mask=inputs["tgt_pool_mask"],
+            early_exit=self.args.align_early_exit,
+        )
+        loss = info_nce(
+            src,
+            tgt,
+            self.args.align_temperature,
+            symmetric=self.args.align_symmetric,
+            detach_candidates=self.args.align_detach_tgt,
+        )
+        return loss + keepalive, retrieval_accuracy(src.detach(), tgt.detach())
+
+    def _gathered_mean(self, value: torch.Tensor) -> float:
+        return self.accelerator.gather_for_metrics(value.detach().float().reshape(1)).mean().item()
+
+    def _record(self, key: str, value: torch.Tensor) -> None:
+        self._metrics["train"][key].append(self._gathered_mean(value))
+
+    def _record_task_loss(self, scaled: torch.Tensor) -> None:
+        # Each task micro-batch returns its share of the window's token-mean; the shares add up to the mean.
+        self._task_window_loss = self._task_window_loss + scaled
+        self._task_window_seen += 1
+        if self._task_window_seen == self._window["task"]:
+            self._record("task_loss", self._task_window_loss)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate_alignment(self, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Alignment loss and retrieval accuracy on the held-out pairs, in fixed batches."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        bs = self.args.align_batch_size or self.args.per_device_eval_batch_size
+        losses, accs = [], []
+        for start in range(0, len(self.align_eval_rows), bs):
+            rows = self.align_eval_rows[start : start + bs]
+            if len(rows) < 2:  # one pair has no negatives: its loss is 0 by construction
+                continue
+            batch = self._prepare_inputs(self.align_collator(rows))
+            with self.compute_loss_context_manager():
+                loss, acc = self.alignment_step(model, batch)
+            losses.append(loss.item())
+            accs.append(acc.item())
+        model.train(was_training)
+        if not losses:
+            return {}
+        return {
+            f"{metric_key_prefix}_align_loss": sum(losses) / len(losses),
+            f"{metric_key_prefix}_align_acc": sum(accs) / len(accs),
+        }
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        align_metrics = self.evaluate_alignment(metric_key_prefix) if self.align_eval_rows else {}
+        if eval_dataset is None and self.eval_dataset is None:
+            metrics = dict(align_metrics)
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)  # task: eval_loss
+        if align_metrics:
+            self.log(align_metrics)
+            metrics.update(align_metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ saving
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            out = Path(output_dir or self.args.output_dir)
+            resolved = {k: v for k, v in self.args.to_dict().items() if not k.startswith("_")}
+            resolved["align_layer_index"] = self.align_layer
+            resolved["num_layers"] = num_layers(self.model)
+            write_json_atomic(out / CONFIG_FILE, json.loads(json.dumps(resolved, default=str)))
