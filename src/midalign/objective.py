@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from midalign.layers import forward_to_layer
 from midalign.losses import info_nce
@@ -46,8 +47,8 @@ def pair_embeddings(
             which changes no real token's state in a causal model) instead of two forwards.
 
     Returns:
-        `(src [B, H], tgt [B, H], keepalive)`: `keepalive` is a zero scalar tied to every parameter the
-        forward touched; add it to the loss so that DDP sees a gradient for each of them.
+        `(src [B, H], tgt [B, H], keepalive)`: `keepalive` is a zero scalar; under DDP it is tied to every
+        parameter the forward touched. Add it to the loss so that DDP sees a gradient for each of them.
     """
     src_pool_mask = src_attention_mask if src_pool_mask is None else src_pool_mask
     tgt_pool_mask = tgt_attention_mask if tgt_pool_mask is None else tgt_pool_mask
@@ -64,18 +65,24 @@ def pair_embeddings(
         hidden, out = forward_to_layer(model, ids, torch.cat([s_mask, t_mask]), layer, early_exit=early_exit)
         pooled = pool(hidden, torch.cat([s_pool, t_pool]), pooling)  # [2B, T, H] -> [2B, H]
         src, tgt = pooled[:batch], pooled[batch:]  # [2B, H] -> [B, H], [B, H]
-        keepalive = _zero_from(out)
+        keepalive = _zero_from(model, out)
     else:
         h_s, out_s = forward_to_layer(model, src_input_ids, src_attention_mask, layer, early_exit=early_exit)
         h_t, out_t = forward_to_layer(model, tgt_input_ids, tgt_attention_mask, layer, early_exit=early_exit)
         src, tgt = pool(h_s, src_pool_mask, pooling), pool(h_t, tgt_pool_mask, pooling)  # [B, H] each
-        keepalive = _zero_from(out_s) + _zero_from(out_t)
+        keepalive = _zero_from(model, out_s) + _zero_from(model, out_t)
     return src, tgt, keepalive
 
 
-def _zero_from(outputs) -> torch.Tensor:
+def _zero_from(model: nn.Module, outputs) -> torch.Tensor:
+    """Zero tied to the forward's output, under DDP only.
+
+    DDP (with unused parameters allowed) expects a gradient for every parameter the forward reached. The final
+    norm and LM head ran, but the alignment loss does not depend on them; `0 * logits.sum()` gives them a zero
+    gradient. Outside DDP it would only make the backward pass run through those modules for nothing.
+    """
     logits = getattr(outputs, "logits", None)
-    if logits is None or not logits.requires_grad:
+    if not isinstance(model, DistributedDataParallel) or logits is None or not logits.requires_grad:
         return torch.zeros((), device=logits.device if logits is not None else "cpu")
     return logits.float().sum() * 0.0
 

@@ -1,9 +1,9 @@
 """`MidAlignConfig`: one dataclass extending TRL's `SFTConfig` (itself `TrainingArguments`).
 
 It yields the Python API, the CLI flags (`midalign train --key value`) and the YAML file (`--config run.yaml`).
+No `from __future__ import annotations` here: TRL's argument parser reads these annotations as real types, and
+`report_to` must keep transformers' own `None | str | list[str]` order.
 """
-
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
@@ -75,7 +75,7 @@ class MidAlignConfig(SFTConfig):
     learning_rate: float = 5e-4
     lr_scheduler_type: str = "inverse_sqrt"
     warmup_steps: float = 0.03
-    report_to: str | list[str] | None = "tensorboard"
+    report_to: None | str | list[str] = "tensorboard"  # noqa: RUF036 (this order: see the module docstring)
     logging_steps: float = 10
     # TRL turns both on by default; on a CPU bf16 fails and checkpointing only slows down. `None` = bf16 when the
     # GPU supports it. The GPU recipes in configs/ turn checkpointing on.

@@ -1,0 +1,171 @@
+"""Batched greedy generation with left padding, chat templates, and several adapters on one base model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from midalign.errors import ConfigError, DataError
+
+
+def use_chat_template(tokenizer, chat_template: bool | None) -> bool:
+    """Whether prompts go through the tokenizer's chat template.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        chat_template: True to require it, False to use raw prompts, None to use it when the
+            tokenizer has one.
+
+    Raises:
+        ConfigError: True was asked for but the tokenizer has no chat template.
+    """
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat_template and not has_template:
+        raise ConfigError("a chat template was asked for but the tokenizer has no chat template")
+    return has_template if chat_template is None else chat_template
+
+
+def render_prompt(tokenizer, prompt: str, *, system_prompt: str | None, chat: bool) -> str:
+    """The text the model sees: the chat template with a generation prompt, or the raw prompt.
+
+    Without a chat template a system prompt is put on its own line before the prompt.
+    """
+    if not chat:
+        return f"{system_prompt}\n{prompt}" if system_prompt else prompt
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": prompt})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set([configured] if isinstance(configured, int) else configured or [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    system_prompts: Sequence[str | None] | None = None,
+    chat_template: bool | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy outputs for `prompts`, batched with left padding; order is kept.
+
+    Prompts are sorted by length before batching (less padding; the longest batch runs first, so
+    running out of memory shows at once) and the outputs are put back in input order. Each output is
+    cut at the first end-of-sequence token (the model's generation config and the tokenizer's) and
+    decoded without special tokens.
+
+    Args:
+        model: a causal LM (a `PeftModel` works too); put on its device beforehand.
+        tokenizer: its tokenizer; the pad token (or, without one, the EOS token) pads.
+        prompts: user prompts.
+        system_prompts: an optional system prompt per prompt.
+        chat_template: see `use_chat_template`. A rendered chat template already holds the special
+            tokens it needs, so those prompts are encoded without adding BOS a second time.
+        batch_size: prompts per `model.generate` call.
+        max_new_tokens: generation budget per prompt.
+        progress: show a tqdm progress bar.
+        desc: the progress bar's label.
+
+    Raises:
+        ConfigError: the tokenizer has neither a pad nor an EOS token; `batch_size` < 1.
+        DataError: a prompt encodes to no tokens.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ConfigError("the tokenizer has neither a pad nor an EOS token to pad with")
+    chat = use_chat_template(tokenizer, chat_template)
+    system_prompts = system_prompts if system_prompts is not None else [None] * len(prompts)
+    texts = [
+        render_prompt(tokenizer, p, system_prompt=s, chat=chat) for p, s in zip(prompts, system_prompts, strict=True)
+    ]
+    encoded = [tokenizer(text, add_special_tokens=not chat)["input_ids"] for text in texts]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise DataError(f"prompt #{i} encodes to no tokens: {prompts[i]!r}")
+    eos_ids = _eos_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    outputs: list[str] = [""] * len(encoded)
+    was_training = model.training
+    model.eval()
+    try:
+        with tqdm(total=len(encoded), desc=desc, disable=not progress, unit="ex") as bar:
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                width = max(len(encoded[i]) for i in batch)
+                # Left padding: every prompt ends at the same column, so new tokens start at `width`.
+                input_ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch])
+                attention_mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
+                generated = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=pad_id,
+                    eos_token_id=eos_ids or None,
+                )
+                for i, row in zip(batch, generated[:, width:].tolist(), strict=True):  # [B, width + new] -> [B, new]
+                    end = next((k for k, token in enumerate(row) if token in eos_ids), len(row))
+                    outputs[i] = tokenizer.decode(row[:end], skip_special_tokens=True)
+                bar.update(len(batch))
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def adapter_systems(
+    model, adapters: Mapping[str, str | os.PathLike], *, include_base: bool = False
+) -> Iterator[tuple[str, object]]:
+    """Yield `(name, model)` for the bare base (if asked) and then each adapter, loading the base once.
+
+    The base comes first, before any adapter wraps it. The first adapter wraps the base in a
+    `PeftModel` (`midalign.modeling.load_adapter`, which refuses adapters made for another model);
+    later ones are added with `PeftModel.load_adapter` and switched to with `set_adapter`, so exactly
+    one adapter is active for each yielded system. Use each yielded model before asking for the next.
+
+    Args:
+        model: the base causal LM.
+        adapters: system name -> PEFT adapter folder, in evaluation order.
+        include_base: also yield `("base", model)` first.
+
+    Raises:
+        ConfigError: an adapter is named "base" while the base is included, or a folder is not a
+            PEFT adapter (or does not fit the base model).
+    """
+    from peft import PeftConfig
+
+    from midalign.modeling import check_adapter_matches, load_adapter
+
+    if include_base and "base" in adapters:
+        raise ConfigError("an adapter is named 'base', which names the bare base model; rename it")
+    if include_base:
+        yield "base", model
+    peft_model = None
+    for name, path in adapters.items():
+        if peft_model is None:
+            peft_model = load_adapter(model, path, adapter_name=name)
+        else:
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise ConfigError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
+            check_adapter_matches(peft_model, PeftConfig.from_pretrained(str(path)), str(path))
+            peft_model.load_adapter(str(path), adapter_name=name)
+        peft_model.set_adapter(name)
+        yield name, peft_model

@@ -1,0 +1,292 @@
+"""Slot filling: parse generated slot lists, read MASSIVE annotations, score spans, types and intents.
+
+The output format is the paper's: `type: value; type: value`, or `None` when the utterance has no
+slot. midalign adds an optional intent prefix, `intent | type: value; ...` (or `intent | None`).
+
+Span F1 follows MASSIVE's official evaluation: the predicted values are matched back onto the
+utterance's units (words; characters for languages written without spaces, with runs of ASCII kept
+whole as MASSIVE does for code-switched words), turned into BIO tags and read back as entities with
+seqeval. Generated values can do what a tagger cannot, so these rules decide how they count:
+
+- a value is placed on the first occurrence of its units in the utterance whose units are still
+  untagged; comparison is case-insensitive after Unicode NFKC, and whitespace inside a value is
+  irrelevant;
+- a predicted value that cannot be placed (not in the utterance, or a duplicate whose every
+  occurrence is already taken) is a false positive; a gold value that cannot be placed (possible
+  only with hand-written golds) is a false negative; both are counted, not dropped;
+- a fragment between `;` that is not `type: value` is a false positive (for span and type F1);
+- an empty output predicts nothing, exactly like `None`; only the first line of an output is read.
+
+Span precision = tp / (entities in the predicted tags + unplaced predicted values + malformed
+fragments); recall = tp / (gold entities + unplaced gold values). Without unplaced values or
+malformed fragments this is exactly seqeval's micro-F1 on the tags (a test pins that).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from seqeval.metrics.sequence_labeling import get_entities
+
+from midalign.errors import DataError
+from midalign.evaluation.languages import CHAR_SPLIT_LANGS, base_language
+from midalign.evaluation.prf import prf
+
+NONE_OUTPUT = "None"
+
+# `[type : value]`; a type never holds ':' or brackets, a value may hold ':' (`[time : 9:30]`).
+_ANNOTATION = re.compile(r"\[([^\[\]:]*):([^\[\]]*)\]")
+# In character-split languages: a run of printable ASCII is one unit, any other non-space character one.
+_CHAR_UNITS = re.compile(r"[!-~]+|\S")
+
+
+@dataclass(frozen=True)
+class SlotFrame:
+    """One parsed slot-filling output.
+
+    Attributes:
+        intent: the intent before `|`, or None when the output has no intent prefix.
+        slots: `(type, value)` pairs in output order, whitespace collapsed, case kept.
+        malformed: fragments between `;` that are not `type: value` (each scores as a false positive).
+    """
+
+    intent: str | None
+    slots: tuple[tuple[str, str], ...]
+    malformed: tuple[str, ...] = ()
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _fold(text: str) -> str:
+    # NFKC maps full-width ASCII to ASCII, casefold makes "Friday" equal "friday".
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def parse_slot_output(text: str) -> SlotFrame:
+    """Parse `[intent | ]type: value; type: value` (or `None`) into a `SlotFrame`.
+
+    Only the first non-empty line is read. A `|` starts an intent prefix only when no `:` comes
+    before it, so a value such as `9|10` is not mistaken for an intent.
+
+    Args:
+        text: a generated output or a gold target.
+
+    Returns:
+        The parsed frame; an empty string and `None` (any case) both give no slots.
+
+    Example:
+        >>> parse_slot_output("alarm_set | time: nine am; date: friday")
+        SlotFrame(intent='alarm_set', slots=(('time', 'nine am'), ('date', 'friday')), malformed=())
+    """
+    line = text.strip().split("\n", 1)[0]
+    intent = None
+    head, bar, rest = line.partition("|")
+    if bar and ":" not in head:
+        intent, line = _collapse(head) or None, rest
+    body = _collapse(line)
+    if body.casefold() in ("", NONE_OUTPUT.casefold()):
+        return SlotFrame(intent, ())
+    slots, malformed = [], []
+    for part in body.split(";"):
+        if not part.strip():
+            continue
+        slot_type, colon, value = part.partition(":")
+        slot_type, value = _collapse(slot_type), _collapse(value)
+        if colon and slot_type and value:
+            slots.append((slot_type, value))
+        else:
+            malformed.append(part.strip())
+    return SlotFrame(intent, tuple(slots), tuple(malformed))
+
+
+def format_slots(slots: Sequence[tuple[str, str]], intent: str | None = None) -> str:
+    """Write slots (and an optional intent) in the output format that `parse_slot_output` reads.
+
+    Raises:
+        DataError: a type, value or intent holds a character the format cannot carry.
+
+    Example:
+        >>> format_slots([("time", "nine am"), ("date", "friday")], intent="alarm_set")
+        'alarm_set | time: nine am; date: friday'
+    """
+    for slot_type, value in slots:
+        if re.search(r"[:;|\n]", slot_type) or re.search(r"[;\n]", value) or not (slot_type.strip() and value.strip()):
+            raise DataError(f"slot ({slot_type!r}, {value!r}) cannot be written as 'type: value'")
+    if intent is not None and re.search(r"[:;|\n]", intent):
+        raise DataError(f"intent {intent!r} cannot hold ':', ';', '|' or a newline")
+    body = "; ".join(f"{_collapse(t)}: {_collapse(v)}" for t, v in slots) or NONE_OUTPUT
+    return f"{intent} | {body}" if intent else body
+
+
+def parse_annot_utt(annot_utt: str) -> tuple[str, list[tuple[str, str]]]:
+    """Read a MASSIVE annotated utterance into the plain utterance and its `(type, value)` slots.
+
+    Raises:
+        DataError: unbalanced brackets, or an annotation with an empty type or value.
+
+    Example:
+        >>> parse_annot_utt("wake me up at [time : nine am] on [date : friday]")
+        ('wake me up at nine am on friday', [('time', 'nine am'), ('date', 'friday')])
+    """
+    slots = []
+    for match in _ANNOTATION.finditer(annot_utt):
+        slot_type, value = _collapse(match.group(1)), _collapse(match.group(2))
+        if not slot_type or not value:
+            raise DataError(f"empty slot type or value in annotation {match.group(0)!r}")
+        slots.append((slot_type, value))
+    plain = _ANNOTATION.sub(lambda m: _collapse(m.group(2)), annot_utt)
+    if "[" in plain or "]" in plain:
+        raise DataError(f"unbalanced or malformed brackets in annotated utterance {annot_utt!r}")
+    return _collapse(plain), slots
+
+
+def split_units(text: str, *, char_split: bool) -> list[str]:
+    """Split text into the units spans are tagged on, normalised for comparison (NFKC, casefold).
+
+    Args:
+        text: an utterance or a slot value.
+        char_split: one unit per character (runs of ASCII kept whole), for languages without spaces.
+    """
+    text = _fold(text)
+    return _CHAR_UNITS.findall(text) if char_split else text.split()
+
+
+def place_slots(
+    units: Sequence[str], slots: Sequence[tuple[str, str]], *, char_split: bool
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Tag each slot value on the first still-untagged occurrence of its units.
+
+    Args:
+        units: the utterance's units (from `split_units`).
+        slots: `(type, value)` pairs, placed in order.
+        char_split: how values are split (must match how `units` were made).
+
+    Returns:
+        `(tags, unplaced)`: BIO tags over `units` (types case-folded) and the slots that found no
+        free occurrence.
+    """
+    tags = ["O"] * len(units)
+    unplaced = []
+    for slot_type, value in slots:
+        want = split_units(value, char_split=char_split)
+        start = next(
+            (
+                s
+                for s in range(len(units) - len(want) + 1)
+                if list(units[s : s + len(want)]) == want and all(t == "O" for t in tags[s : s + len(want)])
+            ),
+            None,
+        )
+        if start is None or not want:
+            unplaced.append((slot_type, value))
+            continue
+        label = _fold(slot_type)
+        tags[start : start + len(want)] = [f"B-{label}"] + [f"I-{label}"] * (len(want) - 1)
+    return tags, unplaced
+
+
+def _slot_multiset(frame: SlotFrame, char_split: bool) -> Counter:
+    return Counter((_fold(t), tuple(split_units(v, char_split=char_split))) for t, v in frame.slots)
+
+
+def _gold_frames(golds: Sequence[str]) -> list[SlotFrame]:
+    frames = [parse_slot_output(g) for g in golds]
+    for i, frame in enumerate(frames):
+        if frame.malformed:
+            raise DataError(f"gold #{i} has malformed slot fragment(s) {list(frame.malformed)}: {golds[i]!r}")
+    with_intent = [f.intent is not None for f in frames]
+    if any(with_intent) and not all(with_intent):
+        i = with_intent.index(False)
+        raise DataError(f"gold #{i} has no intent prefix while other golds have one: {golds[i]!r}")
+    return frames
+
+
+def score_slots(
+    predictions: Sequence[str],
+    golds: Sequence[str],
+    utterances: Sequence[str],
+    *,
+    lang: str,
+    char_langs: Collection[str] = CHAR_SPLIT_LANGS,
+) -> dict[str, float | int]:
+    """Score slot-filling outputs of one language (see the module docstring for the exact rules).
+
+    Args:
+        predictions: generated outputs, `[intent | ]type: value; ...` or `None`.
+        golds: gold targets in the same format; they must parse cleanly.
+        utterances: the text the values are matched onto, one per example.
+        lang: language tag; its base language decides whether units are characters.
+        char_langs: base languages split into characters (MASSIVE: ja, zh).
+
+    Returns:
+        Percentages in [0, 100]: `slot_precision`, `slot_recall`, `slot_f1` (spans),
+        `slot_type_precision`, `slot_type_recall`, `slot_type_f1` (multisets of types, values
+        ignored), `exact_match` (the multiset of (type, value) equals the gold's; intent not
+        included), `intent_acc` (only when the golds carry intents; a missing predicted intent is
+        wrong); and counts: `n`, `slot_tp`, `slot_pred`, `slot_gold`, `slot_unplaced_pred`,
+        `slot_unplaced_gold`, `malformed`.
+
+    Raises:
+        DataError: the three sequences differ in length, or a gold is malformed.
+    """
+    if not len(predictions) == len(golds) == len(utterances):
+        raise DataError(
+            f"{len(predictions)} predictions, {len(golds)} golds and {len(utterances)} utterances differ in count"
+        )
+    char_split = base_language(lang) in {base_language(c) for c in char_langs}
+    gold_frames = _gold_frames(golds)
+    span = Counter()
+    types = Counter()
+    exact = intent_hits = 0
+    for prediction, gold, utterance in zip(predictions, gold_frames, utterances, strict=True):
+        pred = parse_slot_output(prediction)
+        units = split_units(utterance, char_split=char_split)
+        gold_tags, gold_unplaced = place_slots(units, gold.slots, char_split=char_split)
+        pred_tags, pred_unplaced = place_slots(units, pred.slots, char_split=char_split)
+        gold_entities, pred_entities = set(get_entities(gold_tags)), set(get_entities(pred_tags))
+        span["tp"] += len(gold_entities & pred_entities)
+        span["pred"] += len(pred_entities) + len(pred_unplaced) + len(pred.malformed)
+        span["gold"] += len(gold_entities) + len(gold_unplaced)
+        span["unplaced_pred"] += len(pred_unplaced)
+        span["unplaced_gold"] += len(gold_unplaced)
+        span["malformed"] += len(pred.malformed)
+
+        pred_types = Counter(_fold(t) for t, _ in pred.slots)
+        gold_types = Counter(_fold(t) for t, _ in gold.slots)
+        types["tp"] += sum((pred_types & gold_types).values())
+        types["pred"] += pred_types.total() + len(pred.malformed)
+        types["gold"] += gold_types.total()
+        exact += not pred.malformed and _slot_multiset(pred, char_split) == _slot_multiset(gold, char_split)
+        if gold.intent is not None:
+            intent_hits += pred.intent is not None and _fold(pred.intent) == _fold(gold.intent)
+
+    n = len(predictions)
+    slot_p, slot_r, slot_f = prf(span["tp"], span["pred"], span["gold"])
+    type_p, type_r, type_f = prf(types["tp"], types["pred"], types["gold"])
+    scores: dict[str, float | int] = {
+        "n": n,
+        "slot_precision": slot_p,
+        "slot_recall": slot_r,
+        "slot_f1": slot_f,
+        "slot_type_precision": type_p,
+        "slot_type_recall": type_r,
+        "slot_type_f1": type_f,
+        "exact_match": 100 * exact / n if n else 0.0,
+    }
+    if gold_frames and gold_frames[0].intent is not None:
+        scores["intent_acc"] = 100 * intent_hits / n
+    scores.update(
+        slot_tp=span["tp"],
+        slot_pred=span["pred"],
+        slot_gold=span["gold"],
+        slot_unplaced_pred=span["unplaced_pred"],
+        slot_unplaced_gold=span["unplaced_gold"],
+        malformed=span["malformed"],
+    )
+    return scores

@@ -1,0 +1,248 @@
+"""`midalign evaluate` in-process: re-scoring shipped predictions, generating with adapters, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+from pathlib import Path
+
+import datasets
+import pytest
+from eval_fixtures import MASSIVE_ROWS, saved_model_dir, write_jsonl
+
+from midalign.evaluation.cli import add_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOT = ROOT / "examples" / "eval" / "slot"
+SYSTEMS = ("baseline", "mid-align", "merged")
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", *map(str, argv)])
+    return args.func(args)
+
+
+def scores_of(out: Path) -> dict:
+    return json.loads((out / "scores.json").read_text(encoding="utf-8"))
+
+
+def test_rescore_shipped_slot_predictions_then_rescore_the_written_files(tmp_path, capsys):
+    out = tmp_path / "slot"
+    argv = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl", "--out", out]
+    argv += [x for s in SYSTEMS for x in ("--predictions", f"{s}={SLOT / s}.txt")]
+    assert run_cli([*argv, "--supervised-langs", "en-US"]) == 0
+    printed = capsys.readouterr().out
+    assert "| avg transfer (4) | average | 32.9 | 92.2 | 77.6 |" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {f"predictions-{s}.jsonl" for s in SYSTEMS} | {
+        "scores.json",
+        "scores.csv",
+        "tables.md",
+        "tables.csv",
+    } <= names
+    assert {"chart-slot_f1.png", "chart-slot_type_f1.png", "chart-exact_match.png"} <= names
+    report = scores_of(out)
+    assert list(report["systems"]) == list(SYSTEMS)
+    assert report["tables"]["slot_f1"]["transfer"] == ["de-DE", "fr-FR", "zh-CN", "ja-JP"]
+    assert report["systems"]["baseline"]["zh-CN"]["slot_f1"] == pytest.approx(25.0)
+
+    again = tmp_path / "again"
+    argv = ["--task", "slot", "--out", again, "--supervised-langs", "en-US"]
+    argv += [x for s in SYSTEMS for x in ("--predictions", f"{s}={out / f'predictions-{s}.jsonl'}")]
+    assert run_cli(argv) == 0
+    assert scores_of(again) == report
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return saved_model_dir(str(tmp_path_factory.mktemp("cli-models")))
+
+
+@pytest.fixture
+def slot_data(tmp_path):
+    rows = [
+        {"lang": "en", "prompt": "wake me up at nine am", "gold": "time: nine am"},
+        {"lang": "de", "prompt": "weck mich um neun uhr", "gold": "time: neun uhr"},
+        {"lang": "en", "prompt": "play some music", "gold": "None"},
+    ]
+    return write_jsonl(tmp_path / "slot.jsonl", rows)
+
+
+def test_generate_with_base_and_two_adapters(tmp_path, models, slot_data):
+    out = tmp_path / "gen"
+    argv = ["--task", "slot", "--data", slot_data, "--model", models / "base", "--include-base", "--out", out]
+    argv += ["--adapter", f"lora_a={models / 'lora_a'}", "--adapter", f"lora_b={models / 'lora_b'}"]
+    argv += ["--dtype", "float32", "--device", "cpu", "--max-new-tokens", "4", "--batch-size", "2", "--no-progress"]
+    assert run_cli([*argv, "--supervised-langs", "en"]) == 0
+    report = scores_of(out)
+    assert list(report["systems"]) == ["base", "lora_a", "lora_b"]
+    assert report["tables"]["slot_f1"]["transfer"] == ["de"]
+    rows = [json.loads(line) for line in (out / "predictions-lora_a.jsonl").read_text().splitlines()]
+    assert [r["system"] for r in rows] == ["lora_a"] * 3 and all(isinstance(r["prediction"], str) for r in rows)
+
+    again = tmp_path / "again"
+    assert (
+        run_cli(["--task", "slot", "--predictions", f"lora_a={out / 'predictions-lora_a.jsonl'}", "--out", again]) == 0
+    )
+    assert scores_of(again)["systems"]["lora_a"] == report["systems"]["lora_a"]
+
+
+def test_generate_base_only_with_limit_and_system_prompt(tmp_path, models, slot_data):
+    out = tmp_path / "gen"
+    argv = ["--task", "slot", "--data", slot_data, "--model", models / "base", "--out", out, "--limit", "1"]
+    argv += ["--system-prompt", "extract slots", "--dtype", "float32", "--device", "cpu", "--max-new-tokens", "2"]
+    assert run_cli([*argv, "--no-progress", "--chat-template", "off"]) == 0
+    rows = [json.loads(line) for line in (out / "predictions-base.jsonl").read_text().splitlines()]
+    assert [(r["lang"], r["system_prompt"]) for r in rows] == [("en", "extract slots"), ("de", "extract slots")]
+
+
+def test_mt_from_a_file_pattern_and_flores(tmp_path):
+    mt = ROOT / "examples" / "eval" / "mt"
+    out = tmp_path / "mt"
+    argv = [
+        "--task",
+        "mt",
+        "--format",
+        "text",
+        "--data",
+        str(mt / "test.{src}-{tgt}.{lang}"),
+        "--pairs",
+        "de-en",
+        "en-zh",
+    ]
+    assert run_cli([*argv, "--predictions", f"baseline={mt / 'baseline.txt'}", "--out", out]) == 0
+    report = scores_of(out)
+    assert "tok:zh" in report["systems"]["baseline"]["en-zh"]["bleu_signature"]
+    assert "tok:13a" in (out / "tables.md").read_text()
+
+    for code, text in (
+        ("deu_Latn", "Hallo Welt, wie geht es dir heute?\n"),
+        ("eng_Latn", "Hello world, how are you today?\n"),
+    ):
+        (tmp_path / "flores" / "dev").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "flores" / "dev" / f"{code}.dev").write_text(text, encoding="utf-8")
+    (tmp_path / "hyp.txt").write_text("Hello world, how are you today?\n", encoding="utf-8")
+    argv = ["--task", "mt", "--format", "flores", "--data", tmp_path / "flores", "--split", "dev"]
+    argv += ["--pairs", "deu_Latn-eng_Latn", "--predictions", f"sys={tmp_path / 'hyp.txt'}", "--out", tmp_path / "fl"]
+    assert run_cli(argv) == 0
+    assert scores_of(tmp_path / "fl")["systems"]["sys"]["deu_Latn-eng_Latn"]["bleu"] == pytest.approx(100.0)
+
+
+def test_json_with_schema(tmp_path):
+    js = ROOT / "examples" / "eval" / "json"
+    argv = ["--task", "json", "--data", js / "ner.jsonl", "--schema", js / "schema.json"]
+    assert run_cli([*argv, "--predictions", f"baseline={js / 'baseline.txt'}", "--out", tmp_path]) == 0
+    en = scores_of(tmp_path)["systems"]["baseline"]["en"]
+    assert en["schema_valid"] == pytest.approx(200 / 3) and en["parse_rate"] == 100.0
+
+
+def test_massive_hf_format(tmp_path, monkeypatch):
+    class Rows(list):
+        features = {"intent": None}  # noqa: RUF012 - a stand-in for datasets.Features
+
+    monkeypatch.setattr(
+        datasets,
+        "load_dataset",
+        lambda name, locale, split: Rows(r for r in MASSIVE_ROWS if r["locale"] == locale and r["partition"] == split),
+    )
+    (tmp_path / "p.txt").write_text("date: freitag\n", encoding="utf-8")
+    argv = [
+        "--task",
+        "slot",
+        "--format",
+        "massive-hf",
+        "--locales",
+        "de-DE",
+        "--predictions",
+        f"x={tmp_path / 'p.txt'}",
+    ]
+    assert run_cli([*argv, "--out", tmp_path / "out"]) == 0
+    assert scores_of(tmp_path / "out")["systems"]["x"]["de-DE"]["slot_precision"] == 100.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--predictions", "a={slot}/baseline.txt", "--supervised-langs", "xx"], r"unknown language\(s\) \['xx'\]"),
+        (["--predictions", "a={short}"], r"short\.txt:20: 19 predictions but the data has 20 examples"),
+        (["--predictions", "a={slot}/baseline.txt", "--schema", "{slot}/massive_mini.jsonl"], "cannot read the schema"),
+        (["--predictions", "a={slot}/baseline.txt", "--schema", "{schema}"], "schema applies to the 'json' task"),
+        (["--predictions", "a={slot}/baseline.txt", "--comet"], "comet applies to the 'mt' task"),
+        (["--predictions", "a={slot}/baseline.txt", "--predictions", "a={slot}/merged.txt"], "given twice"),
+        (["--predictions", "a/b={slot}/baseline.txt"], "may only hold letters"),
+        (["--predictions", "a={slot}/baseline.txt", "--adapter", "x=y"], "--adapter needs --model"),
+        (["--predictions", "a={slot}/baseline.txt", "--locales", "xx-XX"], "unknown MASSIVE locale"),
+    ],
+)
+def test_errors_exit_2_with_a_message(tmp_path, capsys, extra, message):
+    short = tmp_path / "short.txt"
+    short.write_text("".join((SLOT / "baseline.txt").read_text().splitlines(keepends=True)[:19]))
+    places = {"slot": SLOT, "short": short, "schema": ROOT / "examples" / "eval" / "json" / "schema.json"}
+    argv = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl", "--out", tmp_path / "o"]
+    assert run_cli(argv + [x.format(**places) for x in extra]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "mt", "--format", "text", "--data", "x.{{lang}}"], "needs --pairs"),
+        (["--task", "slot", "--format", "massive"], "needs --data"),
+        (["--task", "slot", "--format", "massive-hf"], "needs --locales"),
+        (["--task", "mt", "--format", "massive", "--data", "x"], "MASSIVE data is for --task slot"),
+        (["--task", "slot", "--format", "flores", "--data", "x", "--pairs", "de-en"], "is for --task mt"),
+        (["--task", "slot", "--data", "{data}", "--limit", "0"], "--limit must be at least 1"),
+        (["--task", "slot", "--data", "{data}", "--adapter", "a={models}/base"], "not a PEFT adapter folder"),
+        (["--task", "slot", "--data", "{data}", "--adapter", "a=x", "--adapter", "a=y"], "share a name"),
+        (["--task", "slot", "--data", "{data}", "--chat-template", "on"], "no chat template"),
+    ],
+)
+def test_generation_errors_exit_2(tmp_path, capsys, models, slot_data, argv, message):
+    argv = [x.format(data=slot_data, models=models) for x in argv]
+    if "--model" not in argv and "--predictions" not in argv:
+        argv += ["--model", models / "base", "--dtype", "float32", "--device", "cpu", "--no-progress"]
+    assert run_cli([*argv, "--out", tmp_path / "o"]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--supervised-langs", "xx"], "unknown language(s) ['xx']"),
+        (["--schema", str(ROOT / "examples" / "eval" / "json" / "schema.json")], "schema applies to the 'json' task"),
+    ],
+)
+def test_bad_options_fail_before_the_model_is_loaded(tmp_path, capsys, slot_data, extra, message):
+    argv = ["--task", "slot", "--data", slot_data, "--model", tmp_path / "no-such-model", "--out", tmp_path / "o"]
+    assert run_cli(argv + extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_named_paths_are_checked_by_argparse(capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["--task", "slot", "--predictions", "no-equals-sign", "--out", "o"])
+    assert "expected NAME=PATH" in capsys.readouterr().err
+
+
+def test_the_midalign_command_dispatches_here(tmp_path):
+    from midalign.cli import main
+
+    argv = ["evaluate", "--task", "slot", "--format", "massive", "--data", str(SLOT / "massive_mini.jsonl")]
+    assert main([*argv, "--predictions", f"b={SLOT / 'baseline.txt'}", "--out", str(tmp_path)]) == 0
+
+
+def test_documented_commands_run(tmp_path, monkeypatch):
+    """Every `midalign evaluate` line in a bash block of docs/evaluation.md runs, in order (later ones
+    re-score what earlier ones wrote); the documented `runs/` folder is replaced by a temporary one."""
+    text = (ROOT / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    commands = [shlex.split(line)[2:] for line in lines if line.startswith("midalign evaluate")]
+    assert len(commands) == 4
+    monkeypatch.chdir(ROOT)
+    for argv in commands:
+        assert run_cli([arg.replace("runs/", f"{tmp_path}/") for arg in argv]) == 0, argv

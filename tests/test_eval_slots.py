@@ -1,0 +1,228 @@
+"""Slot-filling scorer: parsing, MASSIVE annotations, span / type F1, exact match, intents."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from seqeval.metrics import f1_score
+
+from midalign.errors import DataError
+from midalign.evaluation.slots import (
+    SlotFrame,
+    format_slots,
+    parse_annot_utt,
+    parse_slot_output,
+    place_slots,
+    score_slots,
+    split_units,
+)
+
+UTT = "wake me up at nine am on friday"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("time: nine am; date: friday", SlotFrame(None, (("time", "nine am"), ("date", "friday")))),
+        ("None", SlotFrame(None, ())),
+        ("  none \n", SlotFrame(None, ())),
+        ("", SlotFrame(None, ())),
+        ("   time :  nine   am ;  date:friday ; ", SlotFrame(None, (("time", "nine am"), ("date", "friday")))),
+        ("alarm_set | time: nine am", SlotFrame("alarm_set", (("time", "nine am"),))),
+        ("alarm_set | None", SlotFrame("alarm_set", ())),
+        ("time: 9:30", SlotFrame(None, (("time", "9:30"),))),
+        ("time: 9|10", SlotFrame(None, (("time", "9|10"),))),
+        ("time: nine am\ndate: friday", SlotFrame(None, (("time", "nine am"),))),
+        ("play music; time: nine", SlotFrame(None, (("time", "nine"),), ("play music",))),
+        ("time: ; : friday", SlotFrame(None, (), ("time:", ": friday"))),
+        ("时间: 早上九点", SlotFrame(None, (("时间", "早上九点"),))),
+    ],
+)
+def test_parse_slot_output(text, expected):
+    assert parse_slot_output(text) == expected
+
+
+def test_format_slots_round_trips_and_refuses_what_the_format_cannot_hold():
+    slots = [("time", "nine am"), ("date", "friday")]
+    assert format_slots(slots) == "time: nine am; date: friday"
+    assert format_slots([]) == "None"
+    assert format_slots([], intent="play_music") == "play_music | None"
+    text = format_slots(slots, intent="alarm_set")
+    assert parse_slot_output(text) == SlotFrame("alarm_set", tuple(slots))
+    for bad_slots, intent in (
+        ([("time", "a; b")], None),
+        ([("ti:me", "a")], None),
+        ([("t", " ")], None),
+        ([("t", "a")], "x|y"),
+    ):
+        with pytest.raises(DataError):
+            format_slots(bad_slots, intent=intent)
+
+
+def test_parse_annot_utt():
+    assert parse_annot_utt("wake me up at [time : nine am] on [date : friday]") == (
+        UTT,
+        [("time", "nine am"), ("date", "friday")],
+    )
+    assert parse_annot_utt("[date : 星期五] [time : 早上九点]叫醒我") == (
+        "星期五 早上九点叫醒我",
+        [("date", "星期五"), ("time", "早上九点")],
+    )
+    assert parse_annot_utt("at [time : 9:30]") == ("at 9:30", [("time", "9:30")])
+    assert parse_annot_utt("play some music") == ("play some music", [])
+    for bad in ("wake me [time : nine am", "wake me [time  nine am]", "at [time : ]", "x ] y"):
+        with pytest.raises(DataError):
+            parse_annot_utt(bad)
+
+
+def test_split_units_words_and_characters():
+    assert split_units("Wake  ME up", char_split=False) == ["wake", "me", "up"]
+    # ASCII runs stay whole in character-split text (MASSIVE keeps code-switched words together);
+    # NFKC turns full-width letters into ASCII first.
+    assert split_units("用iPhone 打电话", char_split=True) == ["用", "iphone", "打", "电", "话"]
+    assert split_units("用ｉＰｈｏｎｅ", char_split=True) == ["用", "iphone"]
+
+
+def test_place_slots_takes_the_first_free_occurrence_and_reports_the_rest():
+    units = split_units("nine or nine", char_split=False)
+    tags, unplaced = place_slots(units, [("time", "nine"), ("time", "nine"), ("time", "nine")], char_split=False)
+    assert tags == ["B-time", "O", "B-time"]
+    assert unplaced == [("time", "nine")]
+    tags, unplaced = place_slots(units, [("time", "Nine or"), ("date", "or nine")], char_split=False)
+    assert tags == ["B-time", "I-time", "O"]  # the second value overlaps the first: it is not placed
+    assert unplaced == [("date", "or nine")]
+
+
+def scores(predictions, golds, utterances=None, lang="en", **kwargs):
+    utterances = utterances if utterances is not None else [UTT] * len(predictions)
+    return score_slots(predictions, golds, utterances, lang=lang, **kwargs)
+
+
+def test_perfect_and_all_none():
+    s = scores(["time: nine am; date: friday"], ["time: nine am; date: friday"])
+    assert (s["slot_f1"], s["slot_type_f1"], s["exact_match"]) == (100.0, 100.0, 100.0)
+    s = scores(["None", ""], ["None", "None"])  # nothing to find, nothing claimed: perfect, not undefined
+    assert (s["slot_precision"], s["slot_recall"], s["slot_f1"], s["exact_match"]) == (100.0, 100.0, 100.0, 100.0)
+    assert "intent_acc" not in s
+
+
+def test_empty_output_misses_everything_and_spurious_slots_score_zero():
+    s = scores([""], ["time: nine am"])
+    assert (s["slot_precision"], s["slot_recall"], s["slot_f1"], s["exact_match"]) == (0.0, 0.0, 0.0, 0.0)
+    s = scores(["time: nine am"], ["None"])
+    assert (s["slot_precision"], s["slot_recall"], s["slot_f1"]) == (0.0, 0.0, 0.0)
+
+
+def test_hallucinated_value_is_a_false_positive_not_dropped():
+    s = scores(["time: nine am; date: monday"], ["time: nine am"])
+    assert (s["slot_tp"], s["slot_pred"], s["slot_gold"], s["slot_unplaced_pred"]) == (1, 2, 1, 1)
+    assert s["slot_precision"] == 50.0 and s["slot_recall"] == 100.0
+    assert s["slot_f1"] == pytest.approx(200 / 3)
+    assert s["exact_match"] == 0.0
+
+
+def test_duplicated_slot_counts_once_as_hit_and_once_as_false_positive():
+    s = scores(["time: nine am; time: nine am"], ["time: nine am"])
+    assert (s["slot_tp"], s["slot_pred"], s["slot_unplaced_pred"]) == (1, 2, 1)
+    assert s["slot_precision"] == 50.0
+    assert (s["slot_type_precision"], s["slot_type_recall"]) == (50.0, 100.0)
+    assert s["exact_match"] == 0.0
+
+
+def test_type_f1_credits_the_right_type_with_a_wrong_value():
+    s = scores(["time: nine; date: nine am"], ["time: nine am; date: friday"])
+    assert s["slot_f1"] == 0.0
+    assert s["slot_type_f1"] == 100.0
+
+
+def test_case_whitespace_and_full_width_do_not_matter():
+    s = scores(
+        ["TIME:  Nine   AM ; date: ＦＲＩＤＡＹ"], ["time: nine am; date: friday"], ["Wake me up at nine  am on Friday"]
+    )
+    assert (s["slot_f1"], s["exact_match"]) == (100.0, 100.0)
+
+
+def test_malformed_fragment_is_a_false_positive():
+    s = scores(["time: nine am; I think friday"], ["time: nine am"])
+    assert (s["slot_pred"], s["malformed"], s["slot_precision"]) == (2, 1, 50.0)
+    assert s["slot_type_precision"] == 50.0
+    assert s["exact_match"] == 0.0
+
+
+def test_gold_value_missing_from_the_utterance_is_a_false_negative():
+    s = scores(["time: nine am"], ["time: nine am; date: tomorrow"])
+    assert (s["slot_gold"], s["slot_unplaced_gold"], s["slot_recall"]) == (2, 1, 50.0)
+
+
+def test_characters_for_chinese_and_japanese_words_elsewhere():
+    utt = ["星期五早上九点叫醒我"]
+    s = scores(["date: 星期五; time: 早上 九点"], ["date: 星期五; time: 早上九点"], utt, lang="zh-CN")
+    assert s["slot_f1"] == 100.0
+    s = scores(["time: 九点叫醒"], ["time: 早上九点"], utt, lang="zh-CN")
+    assert (s["slot_f1"], s["slot_unplaced_pred"]) == (0.0, 0)  # placed, but on the wrong span
+    s = scores(["time: 早上九点"], ["time: 早上九点"], ["明日の早上九点に"], lang="ja-JP")
+    assert s["slot_f1"] == 100.0
+    # As a space-separated language the whole utterance is one word, so no value can be placed.
+    s = scores(["time: 早上九点"], ["None"], utt, lang="en")
+    assert s["slot_unplaced_pred"] == 1
+
+
+def test_char_langs_option_adds_languages_split_into_characters():
+    utt, gold = ["ปลุกฉันตอนเก้าโมง"], ["time: เก้าโมง"]
+    assert scores(gold, gold, utt, lang="th-TH")["slot_unplaced_pred"] == 1
+    assert scores(gold, gold, utt, lang="th-TH", char_langs={"th"})["slot_f1"] == 100.0
+
+
+def test_intent_accuracy_when_golds_carry_intents():
+    golds = ["alarm_set | time: nine am", "play_music | None", "alarm_set | None"]
+    s = scores(["Alarm_Set | time: nine am", "time: nine am", "alarm_query | None"], golds)
+    assert s["intent_acc"] == pytest.approx(100 / 3)  # missing intent and wrong intent both count as wrong
+    assert s["exact_match"] == pytest.approx(200 / 3)  # exact match is about slots only
+    assert "intent_acc" not in scores(["alarm_set | None"], ["None"])
+
+
+def test_bad_inputs_raise_data_errors():
+    with pytest.raises(DataError, match="differ in count"):
+        score_slots(["None"], ["None", "None"], [UTT], lang="en")
+    with pytest.raises(DataError, match="gold #1 has malformed"):
+        scores(["None", "None"], ["None", "time nine am"])
+    with pytest.raises(DataError, match="gold #1 has no intent"):
+        scores(["None", "None"], ["alarm_set | None", "None"])
+
+
+def _spans(draw, n_words):
+    cuts = sorted(draw(st.sets(st.integers(0, n_words), max_size=6)))
+    spans = [(a, b) for a, b in itertools.pairwise(cuts) if draw(st.booleans())]
+    return [(draw(st.sampled_from(["time", "date", "place name"])), a, b) for a, b in spans]
+
+
+@st.composite
+def slot_cases(draw):
+    words = draw(st.lists(st.sampled_from(["a", "b", "c", "nine", "am"]), min_size=1, max_size=8))
+    gold = _spans(draw, len(words))
+    pred = _spans(draw, len(words))
+    return words, gold, pred
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(slot_cases(), min_size=1, max_size=4))
+def test_equals_seqeval_micro_f1_when_every_value_is_placed(cases):
+    utterances, golds, preds, gold_tags, pred_tags = [], [], [], [], []
+    for words, gold, pred in cases:
+        gold_slots = [(t, " ".join(words[a:b])) for t, a, b in gold]
+        pred_slots = [(t, " ".join(words[a:b])) for t, a, b in pred]
+        units = split_units(" ".join(words), char_split=False)
+        g_tags, g_unplaced = place_slots(units, gold_slots, char_split=False)
+        p_tags, p_unplaced = place_slots(units, pred_slots, char_split=False)
+        assume(not g_unplaced and not p_unplaced)
+        utterances.append(" ".join(words))
+        golds.append(format_slots(gold_slots))
+        preds.append(format_slots(pred_slots))
+        gold_tags.append(g_tags)
+        pred_tags.append(p_tags)
+    assume(any(t != "O" for tags in gold_tags + pred_tags for t in tags))  # seqeval is undefined without entities
+    ours = score_slots(preds, golds, utterances, lang="en")["slot_f1"]
+    assert ours == pytest.approx(100 * f1_score(gold_tags, pred_tags))
