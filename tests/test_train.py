@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,8 +77,8 @@ def logged(trainer, key):
     return [h[key] for h in trainer.state.log_history if key in h]
 
 
-def run(data, tokenizer, mode="mid-align", **kw):
-    trainer = build_trainer(config(data, mode, **kw), model=make_model("llama"), tokenizer=tokenizer)
+def run(data, tokenizer, mode="mid-align", arch="llama", **kw):
+    trainer = build_trainer(config(data, mode, **kw), model=make_model(arch), tokenizer=tokenizer)
     before = lora_state(trainer)
     trainer.train()
     return trainer, before, lora_state(trainer)
@@ -90,8 +91,9 @@ def test_baseline_trains_task_only(data, tokenizer):
     assert logged(trainer, "align_loss") == []
 
 
-def test_mid_align_logs_both_losses_and_weights_them(data, tokenizer):
-    trainer, before, after = run(data, tokenizer, align_weight=0.5)
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_mid_align_logs_both_losses_and_weights_them(data, tokenizer, arch):
+    trainer, before, after = run(data, tokenizer, arch=arch, align_weight=0.5)
     assert any(not torch.equal(before[n], after[n]) for n in before)
     task, align = logged(trainer, "task_loss"), logged(trainer, "align_loss")
     assert len(task) == len(align) == 3 and len(logged(trainer, "align_acc")) == 3
@@ -238,3 +240,12 @@ def test_cli_reports_errors_with_exit_code_2(data, tmp_path, capsys):
     )
     assert code == 2
     assert "field 'src': empty" in capsys.readouterr().err
+
+
+def test_losses_reach_tensorboard(data, tokenizer):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer, *_ = run(data, tokenizer, report_to="tensorboard")
+    (events,) = [p.parent for p in Path(trainer.args.output_dir).rglob("events.out.tfevents.*")]
+    tags = set(EventAccumulator(str(events)).Reload().Tags()["scalars"])
+    assert {"train/task_loss", "train/align_loss", "train/align_acc", "train/loss"} <= tags

@@ -48,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train", help="fine-tune: baseline, mid-align or align-only (see `midalign train --help`)", add_help=False
     )
+    from midalign.analysis.cli import add_parser as add_analyze
     from midalign.evaluation.cli import add_parser as add_evaluate
 
     add_evaluate(sub)
+    add_analyze(sub)
     return parser
 
 

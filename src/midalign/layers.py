@@ -192,3 +192,36 @@ def hidden_states_at(
     """
     hidden, _ = forward_to_layer(model, input_ids, attention_mask, layer, early_exit=early_exit)
     return hidden
+
+
+def all_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+    """States after every block in one forward: `[h_0, h_1, ..., h_L]`, each `[B, T, H]`.
+
+    Entry `l` equals `hidden_states_at(model, ..., l)` for every `l`, the top one included (before the final
+    norm), so the analysis measures exactly what the alignment loss trains.
+    """
+    layers = decoder_layers(model)
+    states: list[torch.Tensor | None] = [None] * (len(layers) + 1)
+
+    def first(module, args, kwargs):
+        states[0] = args[0] if args else kwargs["hidden_states"]
+
+    def after(index):
+        def hook(module, args, output):
+            states[index] = output[0] if isinstance(output, tuple | list) else output
+
+        return hook
+
+    handles = [layers[0].register_forward_pre_hook(first, with_kwargs=True)]
+    handles += [block.register_forward_hook(after(i + 1)) for i, block in enumerate(layers)]
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if _accepts_kwarg(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = 1
+    try:
+        model(**kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if any(s is None for s in states):
+        raise UnsupportedModelError(f"not every block of {type(unwrap_model(model)).__name__} ran")
+    return states  # type: ignore[return-value]

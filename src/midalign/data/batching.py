@@ -29,25 +29,33 @@ def is_task_batch(batch: dict) -> bool:
     return "input_ids" in batch
 
 
+def tokenize_sentence(text: str, tokenizer, *, max_length: int = 128, include_special_tokens: bool = False):
+    """`(input_ids, pool_mask)` of one raw sentence (no chat template), special tokens as the tokenizer adds them.
+
+    By default special tokens (BOS) are left out of the pooling mask: in a causal model the BOS state is the
+    same vector for every sentence and only dilutes the mean. The authors' code keeps them for Llama 3
+    (`include_special_tokens=True`). Returns an all-zero mask for a sentence with no ordinary token.
+    """
+    enc = tokenizer(text, truncation=True, max_length=max_length, return_special_tokens_mask=True)
+    special = enc["special_tokens_mask"]
+    pool = [1] * len(special) if include_special_tokens else [1 - s for s in special]
+    return enc["input_ids"], pool
+
+
 def tokenize_pairs(
     pairs: Sequence[Pair], tokenizer, *, max_length: int = 128, include_special_tokens: bool = False
 ) -> list[dict]:
-    """Tokenize both sides of every pair as raw text (no chat template) with the tokenizer's special tokens.
-
-    `*_pool_mask` marks the tokens that enter the mean: by default special tokens (BOS) are left out, because in
-    a causal model the BOS state is the same vector for every sentence and only dilutes the mean. The authors'
-    code keeps them for Llama 3 (`include_special_tokens=True`).
-    """
+    """Tokenize both sides of every pair with `tokenize_sentence`; `*_pool_mask` marks the tokens to average."""
     rows = []
     for pair in pairs:
         row = {"direction": f"{pair.src_lang}-{pair.tgt_lang}"}
         for side, text in (("src", pair.src), ("tgt", pair.tgt)):
-            enc = tokenizer(text, truncation=True, max_length=max_length, return_special_tokens_mask=True)
-            special = enc["special_tokens_mask"]
-            pool = [1] * len(special) if include_special_tokens else [1 - s for s in special]
+            ids, pool = tokenize_sentence(
+                text, tokenizer, max_length=max_length, include_special_tokens=include_special_tokens
+            )
             if not any(pool):
                 raise DataError("sentence is empty after tokenization", path=pair.origin or None, field=side)
-            row[f"{side}_input_ids"] = enc["input_ids"]
+            row[f"{side}_input_ids"] = ids
             row[f"{side}_pool_mask"] = pool
         rows.append(row)
     return rows

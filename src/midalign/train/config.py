@@ -39,7 +39,10 @@ class MidAlignConfig(SFTConfig):
 
     align_layer: str = field(
         default="0.5",
-        metadata={"help": "Block whose output is aligned: index (16), negative index (-8) or fraction (0.5)."},
+        metadata={
+            "help": "Block whose output is aligned: index (16), negative index (-8), fraction (0.5), or auto "
+            "(the most aligned block of the base model on the parallel data, by translation retrieval)."
+        },
     )
     align_temperature: float = field(default=0.1, metadata={"help": "Divides the cosine similarities."})
     align_weight: float = field(default=1.0, metadata={"help": "Weight of the mean alignment loss per step."})
@@ -90,7 +93,8 @@ class MidAlignConfig(SFTConfig):
             raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
         if self.align_pooling not in POOLINGS:
             raise ConfigError(f"align_pooling {self.align_pooling!r} is not one of {POOLINGS}")
-        resolve_layer(self.align_layer, 10**6)  # syntax check now; the range is checked against the model
+        if str(self.align_layer) != "auto":
+            resolve_layer(self.align_layer, 10**6)  # syntax check now; the range is checked against the model
         self.align_layer = str(self.align_layer)
         if self.mode in ("baseline", "mid-align") and not self.task_data:
             raise ConfigError(f"mode {self.mode} needs task_data")

@@ -49,9 +49,13 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
         model = model or load_model(
             config.model_name_or_path, dtype=config.model_dtype, trust_remote_code=config.trust_remote_code
         )
-    layer = resolve_layer(config.align_layer, num_layers(model))  # raises for unsupported models and bad layers
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    auto_curve = None
+    if config.align_layer == "auto":
+        layer, auto_curve = _auto_layer(config, model, tokenizer, pairs)
+        config.align_layer = str(layer)
+    layer = resolve_layer(config.align_layer, num_layers(model))  # raises for unsupported models and bad layers
     train = _task_dataset(task_rows, config.task_data, tokenizer)
     evals = _task_dataset(eval_rows, config.task_eval_data, tokenizer)
     peft_config = None
@@ -67,7 +71,7 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
             task_type="CAUSAL_LM",
         )
     logger.info("midalign: mode=%s align_layer=%d of %d", config.mode, layer, num_layers(model))
-    return MidAlignTrainer(
+    trainer = MidAlignTrainer(
         model,
         args=config,
         train_dataset=train,
@@ -77,6 +81,27 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
         align_eval_dataset=eval_pairs,
         peft_config=peft_config,
     )
+    trainer.align_layer_curve = auto_curve
+    return trainer
+
+
+def _auto_layer(config: MidAlignConfig, model, tokenizer, pairs) -> tuple[int, list[float]]:
+    """`align_layer: auto`: the base model's most aligned block on (up to 200 per direction of) the pairs."""
+    from midalign.analysis import recommend_layer_for_pairs
+
+    if not pairs:
+        raise ConfigError("align_layer auto needs parallel_data")
+    layer, curve = recommend_layer_for_pairs(
+        model,
+        tokenizer,
+        pairs,
+        max_length=config.align_max_length,
+        pooling=config.align_pooling,
+        include_special_tokens=config.align_include_special_tokens,
+    )
+    curve_text = " ".join(f"{v:.2f}" for v in curve)
+    logger.info("midalign: align_layer auto -> %d (margin retrieval per layer: %s)", layer, curve_text)
+    return layer, curve
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:

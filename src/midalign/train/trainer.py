@@ -93,6 +93,7 @@ class MidAlignTrainer(SFTTrainer):
         self.align_collator = AlignmentCollator(tokenizer.pad_token_id)
         self._window = {"task": 0, "align": 0}  # micro-batches of each kind in the current optimizer step
         self._task_window_loss, self._task_window_seen = 0.0, 0
+        self.align_layer_curve: list[float] | None = None  # set by build_trainer for `align_layer: auto`
 
     # ------------------------------------------------------------------ data
     def get_train_dataloader(self) -> DataLoader:
@@ -237,4 +238,6 @@ class MidAlignTrainer(SFTTrainer):
             resolved = {k: v for k, v in self.args.to_dict().items() if not k.startswith("_")}
             resolved["align_layer_index"] = self.align_layer
             resolved["num_layers"] = num_layers(self.model)
+            if self.align_layer_curve is not None:
+                resolved["align_layer_auto_margin_retrieval"] = self.align_layer_curve
             write_json_atomic(out / CONFIG_FILE, json.loads(json.dumps(resolved, default=str)))

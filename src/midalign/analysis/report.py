@@ -1,0 +1,125 @@
+"""Write an `AnalysisResult`: tidy CSV/JSON, a summary, PNG plots and a short markdown report (all atomic)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from midalign.analysis.metrics import METRICS
+from midalign.analysis.run import AnalysisResult
+from midalign.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+LABELS = {
+    "cosine": "retrieval, cosine",
+    "margin": "retrieval, ratio margin (k=4)",
+    "centred": "retrieval, centred cosine",
+    "cos_pos": "mean cosine of translations",
+    "cos_neg": "mean cosine of non-translations",
+}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_curves(result: AnalysisResult, metric: str) -> bytes:
+    """Per-layer average of `metric`: one line per system, one panel per language group (plus all)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [None, *result.groups]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, group in zip(axes[0], panels, strict=True):
+        for system in result.systems:
+            curve = result.curve(system, metric, group)
+            ax.plot(range(len(curve)), curve, marker="o", markersize=3, label=system)
+            best = result.recommended_layer(system, metric) if group is None else None
+            if best is not None:
+                ax.axvline(best, linestyle=":", linewidth=1, color=ax.lines[-1].get_color())
+        ax.set_title("all directions" if group is None else f"src in {group}")
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(LABELS[metric])
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(f"{LABELS[metric]} per layer ({len(result.languages)} languages)", y=1.04)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def plot_heatmap(result: AnalysisResult, system: str, layer: int, metric: str) -> bytes:
+    """Language-by-language `metric` at `layer` (rows: query language, columns: candidate language)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    langs = result.languages
+    index = {lang: i for i, lang in enumerate(langs)}
+    grid = [[math.nan] * len(langs) for _ in langs]
+    for r in result.rows:
+        if r["system"] == system and r["layer"] == layer and r["metric"] == metric:
+            grid[index[r["src"]]][index[r["tgt"]]] = r["value"]
+    size = max(4.0, 0.32 * len(langs) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(langs)), langs, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(langs)), langs, fontsize=7)
+    ax.set_xlabel("candidate (tgt)")
+    ax.set_ylabel("query (src)")
+    ax.set_title(f"{system}: {LABELS[metric]}, layer {layer}")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def markdown(result: AnalysisResult, summary: dict) -> str:
+    lines = [
+        "# Layer-wise cross-lingual alignment",
+        "",
+        f"{len(result.languages)} languages, {len({(r['src'], r['tgt']) for r in result.rows})} directions, "
+        f"layers 0..{result.num_layers}; recommended layer by {LABELS[result.metric]} (blocks 1..L-1).",
+        "",
+        "| system | recommended layer | " + " | ".join(LABELS[m] for m in METRICS) + " |",
+        "|---|---:|" + "---:|" * len(METRICS),
+    ]
+    for system, s in summary["systems"].items():
+        values = " | ".join(f"{s['at_recommended_layer'][m]:.3f}" for m in METRICS)
+        lines.append(f"| {system} | {s['recommended_layer']} | {values} |")
+    lines += ["", f"## {LABELS[result.metric]} per layer", ""]
+    lines.append("| layer | " + " | ".join(result.systems) + " |")
+    lines.append("|---:|" + "---:|" * len(result.systems))
+    for layer in range(result.num_layers + 1):
+        values = " | ".join(f"{summary['systems'][s]['per_layer'][result.metric][layer]:.3f}" for s in result.systems)
+        lines.append(f"| {layer} | {values} |")
+    lines += ["", "![per-layer curve](curve.png)", "", "![heatmap](heatmap.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(result: AnalysisResult, out_dir: str | Path, *, extra_summary: dict | None = None) -> list[Path]:
+    """Write `alignment.csv`, `alignment.json`, `summary.json`, `curve.png`, `heatmap.png`, `report.md`."""
+    out = Path(out_dir)
+    summary = {**result.summary(), **(extra_summary or {})}
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["system", "layer", "src", "tgt", "metric", "value"])
+    writer.writeheader()
+    writer.writerows(result.rows)
+    first = result.systems[0]
+    written = [
+        write_text_atomic(out / "alignment.csv", buf.getvalue()),
+        write_json_atomic(out / "alignment.json", result.rows, indent=0),
+        write_json_atomic(out / "summary.json", summary),
+        write_bytes_atomic(out / "curve.png", plot_curves(result, result.metric)),
+        write_bytes_atomic(
+            out / "heatmap.png", plot_heatmap(result, first, result.recommended_layer(first), result.metric)
+        ),
+        write_text_atomic(out / "report.md", markdown(result, summary)),
+    ]
+    return written
