@@ -50,9 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from midalign.analysis.cli import add_parser as add_analyze
     from midalign.evaluation.cli import add_parser as add_evaluate
+    from midalign.merge_cli import add_parser as add_merge
 
     add_evaluate(sub)
     add_analyze(sub)
+    add_merge(sub)
     return parser
 
 
