@@ -16,9 +16,9 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from midalign.train import MidAlignConfig, build_trainer
+from midalign.train import build_trainer
 from tests.conftest import make_model, make_tokenizer
-from tests.test_train import PAIRS, TASK
+from tests.test_train import PAIRS, TASK, config
 
 
 def main(out: Path, mode: str, finetuning: str) -> None:
@@ -29,28 +29,17 @@ def main(out: Path, mode: str, finetuning: str) -> None:
     task.write_text("".join(json.dumps(r) + "\n" for r in TASK * 4))
     rows = [{"src": s, "tgt": t, "src_lang": lang, "tgt_lang": "en"} for s, t, lang in PAIRS]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows * 2))
-    config = MidAlignConfig(
+    data = {"task_data": str(task), "parallel_data": str(pairs), "dir": out}
+    args = config(
+        data,
+        mode,
         output_dir=str(out / "run"),
-        mode=mode,
-        task_data=str(task),
-        parallel_data=str(pairs),
-        align_layer="2",
         per_device_train_batch_size=2,
         align_batch_size=2,
-        gradient_accumulation_steps=2,
-        max_steps=3,
-        logging_steps=1,
-        report_to="none",
-        lora_r=4,
-        save_strategy="no",
-        learning_rate=1e-2,
-        warmup_steps=0,
-        lora_dropout=0.0,
-        seed=0,
         use_cpu=True,
         finetuning=finetuning,
     )
-    trainer = build_trainer(config, model=make_model("llama"), tokenizer=make_tokenizer())
+    trainer = build_trainer(args, model=make_model("llama"), tokenizer=make_tokenizer())
     trainer.train()
     weights = {n: p.detach().contiguous() for n, p in trainer.model.named_parameters() if p.requires_grad}
     save_file(weights, str(out / f"rank{rank}.safetensors"))

@@ -78,7 +78,7 @@ def test_massive_errors(tmp_path, massive_file):
         '{"locale": "en-US", "partition": "test", "utt": "a", "annot_utt": "a"}\n{"locale": "en-US", "utt": \n',
         encoding="utf-8",
     )
-    with pytest.raises(DataError, match=r"broken\.jsonl:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"broken\.jsonl:2: invalid JSON"):
         load_massive_jsonl(broken)
     rows = [dict(MASSIVE_ROWS[0]), {k: v for k, v in MASSIVE_ROWS[1].items() if k != "annot_utt"}]
     with pytest.raises(DataError, match=r"missing\.jsonl:2: field 'annot_utt': missing") as error:

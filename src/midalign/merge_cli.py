@@ -7,15 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from midalign.cliargs import named_path
 from midalign.errors import ConfigError, MidalignError
 from midalign.merging import METHODS, RECIPE
-
-
-def _named_path(value: str) -> tuple[str, str]:
-    name, sep, path = value.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
-    return name, path
 
 
 def _floats(value: str) -> list[float]:
@@ -38,7 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--base", required=True, help="base model: hub id or folder (the one the adapters were trained on)")
     p.add_argument(
         "--adapter",
-        type=_named_path,
+        type=named_path,
         action="append",
         required=True,
         metavar="NAME=PATH",

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 
 from midalign.analysis.metrics import METRICS
+from midalign.cliargs import named_path
 from midalign.errors import ConfigError
 
 
-def _named(values: list[str] | None) -> dict[str, str]:
+def _named(values: list[tuple[str, str]] | None) -> dict[str, str]:
     out = {}
-    for item in values or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--adapter expects NAME=PATH, got {item!r}")
+    for name, path in values or []:
         if name in out:
             raise ConfigError(f"adapter name {name!r} given twice")
         out[name] = path
@@ -28,7 +26,9 @@ def add_parser(subparsers) -> None:
         "set; writes CSV/JSON, summary.json with the recommended layer, plots and report.md.",
     )
     p.add_argument("--model", required=True, help="HF hub id or local model folder")
-    p.add_argument("--adapter", action="append", metavar="NAME=PATH", help="PEFT adapter to compare (repeatable)")
+    p.add_argument(
+        "--adapter", action="append", type=named_path, metavar="NAME=PATH", help="PEFT adapter to compare (repeatable)"
+    )
     p.add_argument("--no-base", action="store_true", help="analyze only the adapters, not the bare model")
     p.add_argument("--data", required=True, help="FLORES-style folder or JSONL of {lang: sentence} rows")
     p.add_argument("--languages", nargs="+", help="languages to use (default: all in the data)")

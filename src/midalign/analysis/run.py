@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from midalign.analysis.extract import cached_pooled_states, pooled_states
 from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
@@ -154,7 +155,7 @@ def analyze(
     states: dict[str, dict[str, torch.Tensor]] = {}
     for name, (run_model, adapter_id) in systems:
         states[name] = {}
-        for lang, sentences in table.items():
+        for lang, sentences in tqdm(table.items(), desc=f"analyze {name}", total=len(table), leave=False):
             key = dict(
                 model=model_id or getattr(model.config, "_name_or_path", ""),
                 adapter=adapter_id,
@@ -163,8 +164,8 @@ def analyze(
                 **settings,
             )
 
-            def compute(run_model=run_model, sentences=sentences, desc=f"{name}: {lang}"):
-                return pooled_states(run_model, tokenizer, sentences, batch_size=batch_size, desc=desc, **settings)
+            def compute(run_model=run_model, sentences=sentences):
+                return pooled_states(run_model, tokenizer, sentences, batch_size=batch_size, **settings)
 
             states[name][lang] = cached_pooled_states(cache_dir, key, compute)
     return analyze_states(states, k=k, pivot=pivot, groups=group_map, metric=metric)

@@ -7,16 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from midalign.cliargs import named_path
 from midalign.errors import ConfigError, DataError, MidalignError
 
 FORMATS = ("jsonl", "massive", "massive-hf", "text", "flores")
-
-
-def _named_path(value: str) -> tuple[str, str]:
-    name, sep, path = value.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
-    return name, path
 
 
 def add_parser(subparsers) -> None:
@@ -48,14 +42,14 @@ def add_parser(subparsers) -> None:
     source.add_argument("--model", help="base model (hub id or folder) to generate with")
     source.add_argument(
         "--predictions",
-        type=_named_path,
+        type=named_path,
         action="append",
         metavar="NAME=FILE",
         help="re-score instead of generating: a predictions JSONL this command wrote, or (with --data) "
         "a file aligned with the data: JSONL with 'prediction', or plain text, one per line; repeatable",
     )
     gen = p.add_argument_group("generation")
-    gen.add_argument("--adapter", type=_named_path, action="append", default=[], metavar="NAME=PATH")
+    gen.add_argument("--adapter", type=named_path, action="append", default=[], metavar="NAME=PATH")
     gen.add_argument("--include-base", action="store_true", help="with --adapter: also score the bare base")
     gen.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     gen.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from midalign.data.readers import iter_jsonl
 from midalign.errors import ConfigError, DataError
 from midalign.evaluation.languages import MASSIVE_LOCALES, language_name
 from midalign.evaluation.slots import format_slots, parse_annot_utt, parse_slot_output
@@ -64,20 +65,9 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
     """The JSON objects of a JSONL file with their 1-based line numbers; blank lines are skipped.
 
     Raises:
-        DataError: missing file, a line that is not JSON, or not a JSON object.
+        DataError: missing file, invalid UTF-8, a line that is not JSON, or not a JSON object.
     """
-    rows = []
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON ({e.msg})", path=str(path), line=number) from e
-        if not isinstance(row, dict):
-            raise DataError("expected a JSON object", path=str(path), line=number)
-        rows.append((number, row))
-    return rows
+    return list(iter_jsonl(path))
 
 
 def _field(row: Mapping, name: str, kind: type, where: dict, *, required: bool = True) -> Any:

@@ -179,7 +179,7 @@ class MidAlignTrainer(SFTTrainer):
         return loss + keepalive, retrieval_accuracy(src.detach(), tgt.detach())
 
     def _gathered_mean(self, value: torch.Tensor) -> float:
-        return self.accelerator.gather_for_metrics(value.detach().float().reshape(1)).mean().item()
+        return self.accelerator.gather(value.detach().float().reshape(1)).mean().item()
 
     def _record(self, key: str, value: torch.Tensor) -> None:
         self._metrics["train"][key].append(self._gathered_mean(value))
