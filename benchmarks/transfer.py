@@ -1,0 +1,133 @@
+"""Does mid-align transfer? The demo over several fine-tuning seeds, and at a bottom, middle and top layer.
+
+    python benchmarks/transfer.py [--preset default] [--seeds 0 1 2] [--layers 0.125 1.0] [--workdir runs/bench]
+
+One world and one pretrained base model (cached in the workdir) are shared by every run; each seed fine-tunes
+its own baseline, mid-align, align-only and merged adapters. Prints a markdown report (mean and standard
+deviation over seeds) for benchmarks/RESULTS.md and writes it to WORKDIR/transfer.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from midalign.demo import METRICS, DemoConfig, run_demo
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fmt(values: list[float]) -> str:
+    m, s = mean_std(values)
+    return f"{m:.1f} ± {s:.1f}"
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=["ci", "default"], default="default")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--layers", nargs="*", default=["0.125", "1.0"], help="extra alignment layers (first seed)")
+    p.add_argument("--workdir", default="runs/bench")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started = time.perf_counter()
+    runs = {seed: run_demo(DemoConfig(preset=args.preset, seed=seed), args.workdir) for seed in args.seeds}
+    layer_runs = {
+        layer: run_demo(DemoConfig(preset=args.preset, seed=args.seeds[0], align_layer=layer), args.workdir)
+        for layer in args.layers
+    }
+    total = time.perf_counter() - started
+    first = runs[args.seeds[0]]
+    layer = first["align_layer_index"]
+
+    def avg(run, system, group, metric):
+        return run["systems"][system]["averages"][group][metric]
+
+    lines = [
+        f"Preset `{args.preset}`, seeds {args.seeds}, {len(first['languages'])} languages "
+        f"(supervised: {', '.join(first['supervised'])}), alignment at block {layer} of "
+        f"{len(first['retrieval']['base']['margin']) - 1}. Mean ± standard deviation over seeds.",
+        "",
+        "| system | transfer slot-type F1 | transfer intent acc. | transfer slot F1 (copied values) | "
+        "supervised slot F1 | held-out retrieval at block "
+        f"{layer} (margin) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for system in ("baseline", "mid-align", "merged"):
+        cells = [fmt([avg(r, system, "transfer", m) for r in runs.values()]) for m in METRICS[1:] + METRICS[:1]]
+        cells.append(fmt([avg(r, system, "supervised", "slot_f1") for r in runs.values()]))
+        cells.append(fmt([100 * r["retrieval"][system]["margin"][layer] for r in runs.values()]))
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    lines += ["", "| check | value |", "|---|---|"]
+    retr = [
+        100 * (r["retrieval"]["mid-align"]["margin"][layer] - r["retrieval"]["baseline"]["margin"][layer])
+        for r in runs.values()
+    ]
+    lines.append(f"| 1. retrieval gain at the aligned block, points (target >= 30) | {fmt(retr)} |")
+    for metric in ("slot_type_f1", "intent_acc", "slot_f1"):
+        base = [avg(r, "baseline", "transfer", metric) for r in runs.values()]
+        mid = [avg(r, "mid-align", "transfer", metric) for r in runs.values()]
+        gain = statistics.fmean(mid) - statistics.fmean(base)
+        spread = max(mean_std(base)[1], mean_std(mid)[1])
+        verdict = "yes" if spread > 0 and gain > 3 * spread else "no"
+        lines.append(
+            f"| 2./3. transfer {metric}: mid-align - baseline; > 3 x seed std ({3 * spread:.1f})? | "
+            f"{gain:+.1f}; {verdict} |"
+        )
+    sup = [
+        avg(r, "mid-align", "supervised", "slot_f1") - avg(r, "baseline", "supervised", "slot_f1")
+        for r in runs.values()
+    ]
+    lines.append(f"| 4. supervised slot F1, mid-align - baseline (target >= -2) | {fmt(sup)} |")
+    for metric in ("slot_type_f1", "intent_acc"):
+        rec = []
+        for r in runs.values():
+            full = avg(r, "mid-align", "transfer", metric) - avg(r, "baseline", "transfer", metric)
+            part = avg(r, "merged", "transfer", metric) - avg(r, "baseline", "transfer", metric)
+            rec.append(100 * part / full if abs(full) > 1e-9 else float("nan"))
+        lines.append(f"| 6. merged: share of mid-align's transfer {metric} gain recovered, % | {fmt(rec)} |")
+    lines.append(f"| 7. seconds per stage of the first run | {first['seconds']} |")
+    lines.append(f"| total benchmark seconds | {total:.0f} |")
+    if layer_runs:
+        lines += [
+            "",
+            f"5. Alignment layer (seed {args.seeds[0]}):",
+            "",
+            "| aligned block | transfer slot-type F1 | transfer intent acc. | transfer slot F1 | supervised slot F1 |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in [first, *layer_runs.values()]:
+            cells = [f"{avg(r, 'mid-align', 'transfer', m):.1f}" for m in ("slot_type_f1", "intent_acc", "slot_f1")]
+            cells.append(f"{avg(r, 'mid-align', 'supervised', 'slot_f1'):.1f}")
+            lines.append(f"| {r['align_layer_index']} | " + " | ".join(cells) + " |")
+        base_sup = avg(first, "baseline", "supervised", "slot_f1")
+        base_cells = [f"{avg(first, 'baseline', 'transfer', m):.1f}" for m in ("slot_type_f1", "intent_acc", "slot_f1")]
+        lines.append("| baseline | " + " | ".join(base_cells) + f" | {base_sup:.1f} |")
+    lines += [
+        "",
+        "Base model, retrieval per layer on the held-out multi-way set (all directions), %:",
+        "",
+        "| layer | cosine | ratio margin | centred |",
+        "|---:|---:|---:|---:|",
+    ]
+    curves = first["retrieval"]["base"]
+    for i in range(len(curves["margin"])):
+        lines.append(
+            f"| {i} | {100 * curves['cosine'][i]:.1f} | {100 * curves['margin'][i]:.1f} | "
+            f"{100 * curves['centred'][i]:.1f} |"
+        )
+    report = "\n".join(lines)
+    print(report)
+    Path(args.workdir, "transfer.md").write_text(report + "\n", encoding="utf-8")
+    Path(args.workdir, "transfer.json").write_text(json.dumps({"seeds": runs, "layers": layer_runs}, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The demo pipeline on its smallest settings: every stage writes its outputs; the alignment loss falls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from midalign.cli import main
+from midalign.demo import METRICS, DemoConfig, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    return work, run_demo(DemoConfig(preset="ci", smallest=True), work)
+
+
+def test_every_stage_writes_its_outputs(demo):
+    work, results = demo
+    assert (work / "world" / "world.json").is_file() and (work / "world" / "corpus.txt").is_file()
+    assert (work / "base" / "model.safetensors").is_file() and (work / "base" / "tokenizer.json").is_file()
+    runs = work / "seed0"
+    for name in ("baseline", "mid-align", "align-only", "merged-w0.25"):
+        assert (runs / name / "adapter_model.safetensors").is_file(), name
+    assert (runs / "merged-w0.25" / "merge_recipe.json").is_file()
+    for name in ("results.json", "report.md", "transfer.png", "retrieval.png", "analysis/summary.json"):
+        assert (runs / name).is_file(), name
+    assert json.loads((runs / "results.json").read_text()) == json.loads(json.dumps(results))
+
+
+def test_results_cover_every_system_language_and_layer(demo):
+    _, results = demo
+    assert set(results["systems"]) == {"baseline", "mid-align", "merged"}
+    languages = set(results["languages"])
+    for system in results["systems"].values():
+        assert set(system["per_language"]) == languages
+        assert all(set(scores) == set(METRICS) for scores in system["per_language"].values())
+        assert set(system["averages"]) == {"supervised", "transfer"}
+    assert set(results["retrieval"]) == {"base", "baseline", "mid-align", "merged"}
+    assert len(results["retrieval"]["base"]["margin"]) == 5  # 4 blocks + embeddings
+
+
+def test_alignment_loss_fell(demo):
+    work, _ = demo
+    history = json.loads((work / "seed0" / "align-only" / "log_history.json").read_text())
+    losses = [h["align_loss"] for h in history if "align_loss" in h]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_rerun_reuses_every_stage(demo, capsys):
+    work, _ = demo
+    before = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
+    assert main(["demo", "--preset", "ci", "--workdir", str(work), "--smallest"]) == 0
+    after = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
+    assert before == after
+    assert "transfer" in capsys.readouterr().out

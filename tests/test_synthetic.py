@@ -1,0 +1,164 @@
+"""The synthetic world: determinism, formats read back by the real readers, scripts, slots; tiny pretraining."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import unicodedata
+from pathlib import Path
+
+import pytest
+import torch
+
+from midalign.data.readers import read_multiway, read_parallel, read_task_examples
+from midalign.errors import ConfigError
+from midalign.evaluation.loaders import load_jsonl, load_massive_jsonl
+from midalign.evaluation.slots import parse_annot_utt, parse_slot_output
+from midalign.synthetic.pretrain import PretrainConfig, is_finished, pretrain
+from midalign.synthetic.probe import copy_rates, heldout_loss, retrieval_by_layer
+from midalign.synthetic.world import (
+    INTENTS,
+    LANGUAGE_TABLE,
+    PIVOT,
+    SCRIPTS,
+    SEPARATOR,
+    SLOT_TYPES,
+    World,
+    WorldConfig,
+    build_world,
+    transliterate,
+)
+
+SMALL = dict(corpus_lines=1500, n_train=40, n_dev=8, n_test=20, n_parallel=10, n_multiway=12)
+UNICODE_SCRIPT = {script: script.upper() for script in SCRIPTS}  # the first word of a letter's Unicode name
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    config = WorldConfig.preset("ci", supervised=("en", "xb"), **SMALL)
+    return config, build_world(config, tmp_path_factory.mktemp("world"))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_other_seed_other_text(world_dir, tmp_path):
+    config, paths = world_dir
+    again = build_world(config, tmp_path / "again")
+    assert _files(paths.root) == _files(again.root)
+    other = build_world(WorldConfig.preset("ci", seed=1, supervised=("en", "xb"), **SMALL), tmp_path / "other")
+    assert other.corpus.read_bytes() != paths.corpus.read_bytes()
+    assert other.task_test.read_bytes() != paths.task_test.read_bytes()
+
+
+def test_files_round_trip_through_the_readers(world_dir):
+    config, paths = world_dir
+    codes = [spec.code for spec in LANGUAGE_TABLE[: config.n_languages]]
+    train = read_task_examples(paths.task_train)
+    assert len(train) == config.n_train * 2  # both supervised languages
+    for path, n in ((paths.task_dev, config.n_dev), (paths.task_test, config.n_test)):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert len(read_task_examples(path)) == n * len(codes)
+        assert sorted({r["lang"] for r in rows}) == codes
+    assert {json.loads(line)["lang"] for line in paths.task_train.read_text().splitlines()} == {"en", "xb"}
+    pairs = read_parallel(paths.parallel)
+    assert len(pairs) == config.n_parallel * (len(codes) - 1)
+    assert {p.tgt_lang for p in pairs} == {PIVOT} and sorted({p.src_lang for p in pairs}) == codes[1:]
+    multiway = read_multiway(paths.multiway)
+    assert sorted(multiway) == codes and all(len(s) == config.n_multiway for s in multiway.values())
+    corpus = set(paths.corpus.read_text(encoding="utf-8").splitlines())
+    assert not any(s in corpus for sentences in multiway.values() for s in sentences)  # held out
+    info = json.loads(paths.info.read_text())
+    assert [lang["code"] for lang in info["languages"]] == codes and info["intents"] == list(INTENTS)
+
+
+def test_every_language_is_written_in_its_script(world_dir):
+    config, paths = world_dir
+    text: dict[str, str] = {}
+    for line in paths.task_test.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        text[row["lang"]] = text.get(row["lang"], "") + row["utt"]
+    for spec in LANGUAGE_TABLE[: config.n_languages]:
+        letters = {unicodedata.name(ch).split()[0] for ch in text[spec.code] if ch != " "}
+        assert letters == {UNICODE_SCRIPT[spec.script]}, spec.code
+    scripts = {spec.script for spec in LANGUAGE_TABLE[: config.n_languages]}
+    assert scripts == set(UNICODE_SCRIPT)
+
+
+def test_slots_are_verbatim_and_both_formats_agree(world_dir):
+    _, paths = world_dir
+    rows = [json.loads(line) for line in paths.task_test.read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        assert row["prompt"] == row["utt"] + SEPARATOR and row["completion"].startswith(" ")
+        frame = parse_slot_output(row["completion"])
+        assert frame.intent in INTENTS and not frame.malformed
+        for slot_type, value in frame.slots:
+            assert slot_type in SLOT_TYPES
+            assert f" {value} " in f" {row['utt']} ", (value, row["utt"])
+    massive = {e["id"]: e for e in load_massive_jsonl(paths.massive, partition=None, with_intent=True)}
+    for row in rows:
+        raw = next(json.loads(x) for x in (paths.massive / f"{row['lang']}.jsonl").open() if row["id"] in x)
+        utt, slots = parse_annot_utt(raw["annot_utt"])
+        assert utt == row["utt"] and tuple(slots) == parse_slot_output(row["completion"]).slots
+        assert massive[row["id"]]["gold"] == row["completion"].strip()
+    assert len(load_jsonl(paths.task_test, "slot")) == len(rows)  # the evaluation loader reads it as is
+
+
+def test_entities_are_shared_in_latin_and_transliterated_elsewhere():
+    world = World(8, seed=0)
+    city = world.entities["city"][0]
+    for code, language in world.languages.items():
+        expected = city if language.spec.script == "latin" else transliterate(city, language.spec.script)
+        assert world.entity("@city:0", code) == expected
+    assert transliterate("kanto mi", "hangul") == "칸토 미"
+    assert transliterate("kanto mi", "cyrillic") == "канто ми"
+    with pytest.raises(ConfigError):
+        WorldConfig(supervised=("zz",))
+    with pytest.raises(ConfigError):
+        WorldConfig.preset("huge")
+    with pytest.raises(ConfigError):
+        PretrainConfig.preset("huge")
+
+
+def test_same_meaning_differs_in_order_across_languages():
+    world = World(8, seed=0)
+    clause = world.sample_clause(random.Random(3))
+    english = world.render_clause(clause, "en")
+    assert english.startswith("the ")
+    assert len({world.render_clause(clause, code) for code in world.languages}) == 8
+
+
+TINY = PretrainConfig(
+    vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seq_len=32, batch_size=4, steps=3
+)
+
+
+def test_tiny_pretraining_writes_a_loadable_model_and_is_cached(world_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, paths = world_dir
+    out = pretrain(paths.corpus, tmp_path / "model", TINY, progress=False)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer("칸토 ->")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "칸토 ->"
+    assert model.config.num_hidden_layers == 2 and model(torch.tensor([ids])).logits.shape[-1] == len(tokenizer)
+
+    weights = out / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert pretrain(paths.corpus, out, TINY, progress=False) == out
+    assert weights.stat().st_mtime_ns == stamp  # reused, not retrained
+    assert not is_finished(out, dataclasses.replace(TINY, steps=4), paths.corpus)
+    again = pretrain(paths.corpus, tmp_path / "again", TINY, progress=False)  # seeded: the same bytes
+    assert (again / "model.safetensors").read_bytes() == weights.read_bytes()
+    assert (again / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+
+    multiway = {k: v[:4] for k, v in read_multiway(paths.multiway, ["en", "xa", "xd"]).items()}
+    retrieval = retrieval_by_layer(model, tokenizer, multiway)
+    assert set(retrieval["raw"]) == {"xa", "xd"} and len(retrieval["centred"]["xd"]) == 3
+    assert heldout_loss(model, tokenizer, multiway["xd"]) > 0
+    rates = copy_rates(model, tokenizer, World(3, seed=0), n=2)
+    assert set(rates) == {"en", "xa", "xb"} and set(rates["xb"]) == {"list", "sentence"}
