@@ -92,7 +92,6 @@ def main(argv: list[str] | None = None) -> str:
             part = avg(r, "merged", "transfer", metric) - avg(r, "baseline", "transfer", metric)
             rec.append(100 * part / full if abs(full) > 1e-9 else float("nan"))
         lines.append(f"| 6. merged: share of mid-align's transfer {metric} gain recovered, % | {fmt(rec)} |")
-    lines.append(f"| 7. seconds per stage of the first run | {first['seconds']} |")
     lines.append(f"| total benchmark seconds | {total:.0f} |")
     if layer_runs:
         lines += [

@@ -44,7 +44,7 @@ class DemoConfig:
     learning_rate: float = 2e-3
     task_epochs: float = 3.0
     batch_size: int = 32
-    align_steps: int = 150
+    align_steps: int | None = None  # align-only steps; None: 150 for `default`, 50 for `ci`
     # Weight of the alignment adapter in the merge. Chosen on the supervised language's dev set only (seed 0):
     # the largest weight whose slot F1 stays within 2 points of the unmerged baseline (0: 96.9, 0.1: 98.1,
     # 0.25: 95.0, 0.5: 79.7). At 1.0 the alignment adapter rewrites blocks 1-4 under a task adapter trained
@@ -74,7 +74,8 @@ def _train(config: DemoConfig, base: Path, paths, out: Path, mode: str, *, layer
         return out
     steps = {}
     if mode == "align-only":
-        steps = dict(max_steps=12 if config.smallest else config.align_steps)
+        default_steps = 150 if config.preset == "default" else 50
+        steps = dict(max_steps=12 if config.smallest else config.align_steps or default_steps)
     elif config.smallest:
         steps = dict(max_steps=4)
     trainer = train(
