@@ -170,15 +170,14 @@ def test_adapters_cache_pivot_groups_and_report(flores, tokenizer, tmp_path):
     lora.save_pretrained(adapter_dir)
     groups = {"latin": ["es", "fr"], "pivot": ["en"]}
     cache = tmp_path / "cache"
-    result = analyze(
-        make_model("llama"),
-        tokenizer,
-        flores,
-        adapters={"tuned": str(adapter_dir)},
-        pivot="en",
-        groups=groups,
-        cache_dir=cache,
-    )
+
+    def run():
+        adapters = {"tuned": str(adapter_dir)}
+        return analyze(
+            make_model("llama"), tokenizer, flores, adapters=adapters, pivot="en", groups=groups, cache_dir=cache
+        )
+
+    result = run()
     assert result.systems == ["base", "tuned"]
     assert {(r["src"], r["tgt"]) for r in result.rows} == {("es", "en"), ("en", "es"), ("fr", "en"), ("en", "fr")}
     base, tuned = result.curve("base", "cos_pos"), result.curve("tuned", "cos_pos")
@@ -193,15 +192,7 @@ def test_adapters_cache_pivot_groups_and_report(flores, tokenizer, tmp_path):
     original = run_module.pooled_states
     run_module.pooled_states = no_model
     try:
-        again = analyze(
-            make_model("llama"),
-            tokenizer,
-            flores,
-            adapters={"tuned": str(adapter_dir)},
-            pivot="en",
-            groups=groups,
-            cache_dir=cache,
-        )
+        again = run()
     finally:
         run_module.pooled_states = original
     assert again.rows == result.rows
