@@ -43,23 +43,10 @@ def make_tokenizer(*, chat: bool = False):
 
 
 def make_model(*, seed: int = 0, hidden: int = 32, layers: int = 2):
-    """A tiny random Llama whose vocabulary fits `make_tokenizer`."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A tiny random Llama whose vocabulary fits `make_tokenizer` (the suite's shared builder)."""
+    from tests.conftest import make_model as build
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(SPECIALS) + len(set(WORDS)) + 3,
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    return LlamaForCausalLM(config).eval()
+    return build("llama", vocab_size=len(SPECIALS) + len(set(WORDS)) + 3, layers=layers, hidden=hidden, seed=seed)
 
 
 @functools.cache

@@ -120,6 +120,13 @@ def _accepts_kwarg(model: nn.Module, name: str) -> bool:
         return False
 
 
+def _forward_kwargs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if _accepts_kwarg(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = 1  # the LM head is not needed: project one position, not T x vocabulary
+    return kwargs
+
+
 def forward_to_layer(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -151,9 +158,7 @@ def forward_to_layer(
 
         handle = layers[layer - 1].register_forward_hook(hook)
 
-    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
-    if _accepts_kwarg(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1  # the LM head is not needed: project one position, not T x vocabulary
+    kwargs = _forward_kwargs(model, input_ids, attention_mask)
     # Layer 0 keeps one block so that its input hook fires; every other layer keeps exactly `layer` blocks.
     keep = max(layer, 1) if early_exit else n_layers
     try:
@@ -214,9 +219,7 @@ def all_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask:
 
     handles = [layers[0].register_forward_pre_hook(first, with_kwargs=True)]
     handles += [block.register_forward_hook(after(i + 1)) for i, block in enumerate(layers)]
-    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
-    if _accepts_kwarg(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1
+    kwargs = _forward_kwargs(model, input_ids, attention_mask)
     try:
         model(**kwargs)
     finally:
