@@ -1,4 +1,5 @@
-"""Run by `torchrun --nproc_per_node 2 tests/ddp_worker.py OUT_DIR MODE FINETUNING` (tests/test_distributed.py).
+"""Run by `torchrun --nproc_per_node 2 tests/ddp_worker.py OUT_DIR MODE FINETUNING [GATHER]` or the same through
+`accelerate launch` (tests/test_distributed.py).
 
 Trains a few steps of a tiny model under DDP (gloo on CPU), then every rank writes its trainable weights and the
 log history, so the test can check that the replicas stayed identical and that both losses were logged.
@@ -21,7 +22,7 @@ from tests.conftest import make_model, make_tokenizer
 from tests.test_train import PAIRS, TASK, config
 
 
-def main(out: Path, mode: str, finetuning: str) -> None:
+def main(out: Path, mode: str, finetuning: str, gather: bool = False) -> None:
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
     # Each rank writes its own identical copy: no process group exists yet to synchronise on.
@@ -38,13 +39,16 @@ def main(out: Path, mode: str, finetuning: str) -> None:
         align_batch_size=2,
         use_cpu=True,
         finetuning=finetuning,
+        align_gather_negatives=gather,
     )
     trainer = build_trainer(args, model=make_model("llama"), tokenizer=make_tokenizer())
     trainer.train()
     weights = {n: p.detach().contiguous() for n, p in trainer.model.named_parameters() if p.requires_grad}
     save_file(weights, str(out / f"rank{rank}.safetensors"))
-    (out / f"rank{rank}.json").write_text(json.dumps(trainer.state.log_history))
+    accelerator = trainer.accelerator
+    world = {"num_processes": accelerator.num_processes, "distributed": str(accelerator.distributed_type)}
+    (out / f"rank{rank}.json").write_text(json.dumps({"log_history": trainer.state.log_history, **world}))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3])
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], gather=sys.argv[4:] == ["gather"])

@@ -76,6 +76,28 @@ def test_info_nce_equals_closed_form():
     torch.testing.assert_close(info_nce(q, c, 0.1, symmetric=True), sym)
 
 
+def test_info_nce_with_more_candidates_than_queries():
+    """A rank's queries against the global batch: query i's positive is candidate offset + i."""
+    torch.manual_seed(0)
+    q, c = torch.randn(3, 16), torch.randn(9, 16)
+    sim = F.normalize(q, dim=-1) @ F.normalize(c, dim=-1).T  # [3, 9]
+    expected = F.cross_entropy(sim / 0.1, torch.arange(3) + 6)
+    torch.testing.assert_close(info_nce(q, c, 0.1, positive_offset=6), expected)
+    assert retrieval_accuracy(c[6:], c, positive_offset=6).item() == 1.0
+    with pytest.raises(ValueError, match="do not fit"):
+        info_nce(q, c, positive_offset=7)
+    with pytest.raises(ValueError, match="symmetric"):
+        info_nce(q, c, symmetric=True)
+
+
+def test_gather_negatives_without_a_process_group_is_the_local_loss(tokenizer):
+    model = make_model("llama")
+    batch = tokenizer(["the cat sat", "a big red house", "wake me up"], return_tensors="pt", padding=True)
+    args = (batch["input_ids"], batch["attention_mask"], batch["input_ids"].flip(0), batch["attention_mask"].flip(0))
+    local = alignment_loss(model, *args, layer=2)
+    torch.testing.assert_close(alignment_loss(model, *args, layer=2, gather_negatives=True), local)
+
+
 def test_info_nce_detach_stops_candidate_gradient():
     torch.manual_seed(0)
     q, c = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)

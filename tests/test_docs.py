@@ -39,7 +39,7 @@ def test_readme_python_blocks_run(block, tmp_path, monkeypatch, capsys):
     run_block(block, "README.md", capsys)
 
 
-@pytest.mark.parametrize("doc", ["training.md", "analysis.md"])
+@pytest.mark.parametrize("doc", ["training.md", "analysis.md", "scaling.md"])
 def test_doc_python_blocks_run(doc, workdir, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     blocks = python_blocks(ROOT / "docs" / doc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 
 from midalign.cli import main
 from midalign.errors import ConfigError, DataError, UnsupportedModelError
+from midalign.layers import unwrap_model
 from midalign.train import MidAlignConfig, build_trainer, train
 from tests.conftest import make_model
 
@@ -249,3 +251,43 @@ def test_losses_reach_tensorboard(data, tokenizer):
     (events,) = [p.parent for p in Path(trainer.args.output_dir).rglob("events.out.tfevents.*")]
     tags = set(EventAccumulator(str(events)).Reload().Tags()["scalars"])
     assert {"train/task_loss", "train/align_loss", "train/align_acc", "train/loss"} <= tags
+
+
+# ---------------------------------------------------------------- precision and memory options
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_gradient_checkpointing_with_lora_trains_the_lora_weights(data, tokenizer, reentrant):
+    """Checkpointed blocks whose inputs come from frozen embeddings still pass gradients to LoRA (both modes)."""
+    trainer, before, after = run(
+        data,
+        tokenizer,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": reentrant},
+    )
+    assert unwrap_model(trainer.model).is_gradient_checkpointing
+    for block in range(4):
+        names = [n for n in before if f".layers.{block}." in n and "lora_B" in n]
+        assert names and all(not torch.equal(before[n], after[n]) for n in names), block
+    assert len(logged(trainer, "align_loss")) == 3
+
+
+def test_bf16_mixed_precision_keeps_the_similarities_in_fp32(data, tokenizer, monkeypatch):
+    import midalign.objective
+
+    seen = []
+    original = midalign.objective.info_nce
+
+    def spy(query, candidates, *args, **kw):
+        loss = original(query, candidates, *args, **kw)
+        seen.append((query.dtype, loss.dtype))
+        return loss
+
+    monkeypatch.setattr(midalign.objective, "info_nce", spy)
+    # Under autocast alone the residual stream stays fp32; a model loaded in bf16 (model_dtype) gives bf16 states.
+    model = make_model().to(torch.bfloat16)
+    trainer = build_trainer(config(data, bf16=True, use_cpu=True), model=model, tokenizer=tokenizer)
+    before = lora_state(trainer)
+    trainer.train()
+    after = lora_state(trainer)
+    assert seen and all(query == torch.bfloat16 and loss == torch.float32 for query, loss in seen)
+    assert all(math.isfinite(x) for x in logged(trainer, "align_loss") + logged(trainer, "task_loss"))
+    assert any(not torch.equal(before[n], after[n]) for n in before)

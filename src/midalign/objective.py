@@ -7,12 +7,13 @@ the loss is `mean_i CE(logits[i, :], i)` with the source sentences as queries an
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from midalign.layers import forward_to_layer
-from midalign.losses import info_nce
+from midalign.losses import info_nce, retrieval_accuracy
 from midalign.pooling import Pooling, pool
 
 
@@ -74,17 +75,89 @@ def pair_embeddings(
     return src, tgt, keepalive
 
 
-def _zero_from(model: nn.Module, outputs) -> torch.Tensor:
-    """Zero tied to the forward's output, under DDP only.
+def is_distributed_wrapper(model: nn.Module) -> bool:
+    """Whether `model` is wrapped by an engine that synchronises gradients: DDP, FSDP (1 or 2) or DeepSpeed."""
+    names = {cls.__name__ for cls in type(model).__mro__}
+    return isinstance(model, DistributedDataParallel) or bool(
+        names & {"FullyShardedDataParallel", "FSDPModule", "DeepSpeedEngine"}
+    )
 
-    DDP (with unused parameters allowed) expects a gradient for every parameter the forward reached. The final
-    norm and LM head ran, but the alignment loss does not depend on them; `0 * logits.sum()` gives them a zero
-    gradient. Outside DDP it would only make the backward pass run through those modules for nothing.
+
+def _zero_from(model: nn.Module, outputs) -> torch.Tensor:
+    """Zero tied to the forward's output, under a data-parallel engine only.
+
+    DDP (with unused parameters allowed), FSDP and DeepSpeed expect a gradient for every parameter the forward
+    reached. The final norm and LM head ran, but the alignment loss does not depend on them; `0 * logits.sum()`
+    gives them (and, when the forward ran every block, the blocks above the alignment layer) a zero gradient, so
+    every rank runs the same reductions. Outside those engines it would only make the backward pass run through
+    those modules for nothing.
     """
     logits = getattr(outputs, "logits", None)
-    if not isinstance(model, DistributedDataParallel) or logits is None or not logits.requires_grad:
+    if not is_distributed_wrapper(model) or logits is None or not logits.requires_grad:
         return torch.zeros((), device=logits.device if logits is not None else "cpu")
     return logits.float().sum() * 0.0
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather of `[B, H]` rows from every rank into `[W * B, H]`, differentiable.
+
+    Backward: every rank's loss depends on every rank's rows, so the incoming gradients are summed over ranks
+    (an all-reduce; the pooled vectors are small) and each rank keeps the slice of its own rows. With DDP's
+    gradient averaging this gives exactly the gradient of the mean loss over the global batch.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.batch = dist.get_rank(), rows.shape[0]
+        parts = [torch.empty_like(rows) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, rows.contiguous())
+        return torch.cat(parts)  # W x [B, H] -> [W * B, H], rank-major
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # [W * B, H], summed over every rank's loss
+        return grad[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]  # [W * B, H] -> [B, H], own rows
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """`[B, H]` on each rank -> `[W * B, H]` (rank-major) on every rank; gradients reach each rank's own rows."""
+    return _GatherWithGrad.apply(rows)
+
+
+def contrastive_loss(
+    src: torch.Tensor,
+    tgt: torch.Tensor,
+    *,
+    temperature: float = 0.1,
+    symmetric: bool = False,
+    detach_tgt: bool = False,
+    gather_negatives: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE of pooled pairs and in-batch retrieval accuracy, with local or global negatives.
+
+    With `gather_negatives` under `torch.distributed` (every rank holding `B` pairs), each rank's queries are
+    scored against the `W * B` candidates of all ranks; the loss of each rank is the mean over its own queries,
+    so the mean over ranks equals the single-process loss on the global batch. Without it (or on one process)
+    the candidates are the local batch, as in the paper (the authors' DeepSpeed runs used 32 pairs per device).
+
+    Args:
+        src, tgt: `[B, H]` pooled states; src are the queries.
+
+    Returns:
+        `(loss, accuracy)`: scalar fp32 loss, and the detached retrieval accuracy of this rank's queries.
+    """
+    if not (gather_negatives and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        loss = info_nce(src, tgt, temperature, symmetric=symmetric, detach_candidates=detach_tgt)
+        return loss, retrieval_accuracy(src.detach(), tgt.detach())
+    offset = dist.get_rank() * src.shape[0]
+    tgt_candidates = tgt.detach() if detach_tgt else tgt
+    all_tgt = gather_rows(tgt_candidates)  # [B, H] -> [W * B, H]
+    loss = info_nce(src, all_tgt, temperature, positive_offset=offset)
+    if symmetric:
+        all_src = gather_rows(src)  # [B, H] -> [W * B, H]
+        loss = (loss + info_nce(tgt_candidates, all_src, temperature, positive_offset=offset)) / 2
+    return loss, retrieval_accuracy(src.detach(), all_tgt.detach(), positive_offset=offset)
 
 
 def alignment_loss(
@@ -102,6 +175,7 @@ def alignment_loss(
     src_pool_mask: torch.Tensor | None = None,
     tgt_pool_mask: torch.Tensor | None = None,
     early_exit: bool = True,
+    gather_negatives: bool = False,
 ) -> torch.Tensor:
     """The whole alignment objective on a batch of parallel pairs; src sentences are the queries.
 
@@ -120,6 +194,7 @@ def alignment_loss(
         pooling: `"mean"` (default) or `"last"`.
         src_pool_mask, tgt_pool_mask: tokens that enter the pooling; default the attention masks.
         early_exit: run only blocks `1..layer`.
+        gather_negatives: under `torch.distributed`, score against the pairs of every rank (`contrastive_loss`).
 
     Returns:
         Scalar fp32 loss.
@@ -136,4 +211,12 @@ def alignment_loss(
         tgt_pool_mask=tgt_pool_mask,
         early_exit=early_exit,
     )
-    return info_nce(src, tgt, temperature, symmetric=symmetric, detach_candidates=detach_tgt) + keepalive
+    loss, _ = contrastive_loss(
+        src,
+        tgt,
+        temperature=temperature,
+        symmetric=symmetric,
+        detach_tgt=detach_tgt,
+        gather_negatives=gather_negatives,
+    )
+    return loss + keepalive

@@ -64,7 +64,17 @@ class MidAlignConfig(SFTConfig):
         default="uniform", metadata={"help": "uniform over directions (as the paper resamples) or proportional."}
     )
     align_max_length: int = field(default=128, metadata={"help": "Tokens per parallel sentence (truncated)."})
-    align_early_exit: bool = field(default=True, metadata={"help": "Run only blocks 1..align_layer."})
+    align_early_exit: bool = field(
+        default=True,
+        metadata={"help": "Run only blocks 1..align_layer (not under DeepSpeed ZeRO-3: see docs/scaling.md)."},
+    )
+    align_gather_negatives: bool = field(
+        default=False,
+        metadata={
+            "help": "Under data parallelism, score each query against the pairs of every device (the global "
+            "batch) instead of the local batch only (the paper)."
+        },
+    )
 
     finetuning: Literal["lora", "full"] = field(default="lora", metadata={"help": "lora or full fine-tuning."})
     lora_r: int = 8

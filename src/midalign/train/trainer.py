@@ -17,6 +17,7 @@ divided every micro-batch by the accumulation steps, which gives the same 1:1 ba
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -38,11 +39,11 @@ from midalign.data.readers import Pair
 from midalign.errors import ConfigError
 from midalign.io import write_json_atomic
 from midalign.layers import num_layers, resolve_layer
-from midalign.losses import info_nce, retrieval_accuracy
-from midalign.objective import pair_embeddings
+from midalign.objective import contrastive_loss, pair_embeddings
 from midalign.train.config import MidAlignConfig
 
 CONFIG_FILE = "midalign_config.json"
+logger = logging.getLogger(__name__)
 
 
 class MidAlignTrainer(SFTTrainer):
@@ -94,6 +95,18 @@ class MidAlignTrainer(SFTTrainer):
         self._window = {"task": 0, "align": 0}  # micro-batches of each kind in the current optimizer step
         self._task_window_loss, self._task_window_seen = 0.0, 0
         self.align_layer_curve: list[float] | None = None  # set by build_trainer for `align_layer: auto`
+        # DeepSpeed ZeRO-3 gathers each module's parameters with hooks, prefetching in the order it traced in the
+        # first steps; a forward that skips the top blocks on alignment steps breaks that order every other step.
+        # There the alignment forward runs every block and the keep-alive gives the blocks above the alignment
+        # layer a zero gradient (an alignment step then costs as much as a task step). DDP and FSDP keep early
+        # exit: tests/test_distributed.py checks their gradients against one process.
+        self.align_early_exit = args.align_early_exit and not self._is_zero3()
+        if args.align_early_exit and not self.align_early_exit:
+            logger.info("DeepSpeed ZeRO-3: alignment steps run every block (early exit is off)")
+
+    def _is_zero3(self) -> bool:
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
+        return plugin is not None and plugin.zero_stage == 3
 
     # ------------------------------------------------------------------ data
     def get_train_dataloader(self) -> DataLoader:
@@ -167,16 +180,19 @@ class MidAlignTrainer(SFTTrainer):
             pooling=self.args.align_pooling,
             src_pool_mask=inputs["src_pool_mask"],
             tgt_pool_mask=inputs["tgt_pool_mask"],
-            early_exit=self.args.align_early_exit,
+            early_exit=self.align_early_exit,
         )
-        loss = info_nce(
+        loss, accuracy = contrastive_loss(
             src,
             tgt,
-            self.args.align_temperature,
+            temperature=self.args.align_temperature,
             symmetric=self.args.align_symmetric,
-            detach_candidates=self.args.align_detach_tgt,
+            detach_tgt=self.args.align_detach_tgt,
+            # Training batches differ per rank; evaluation runs the same held-out batches on every rank, where
+            # gathering would put copies of each positive among the candidates.
+            gather_negatives=self.args.align_gather_negatives and model.training,
         )
-        return loss + keepalive, retrieval_accuracy(src.detach(), tgt.detach())
+        return loss + keepalive, accuracy
 
     def _gathered_mean(self, value: torch.Tensor) -> float:
         return self.accelerator.gather(value.detach().float().reshape(1)).mean().item()
