@@ -41,6 +41,11 @@ def write_jsonl(path, rows):
 
 @pytest.fixture()
 def data(tmp_path):
+    return make_data(tmp_path)
+
+
+def make_data(tmp_path: Path) -> dict:
+    """Task and parallel JSONL files in `tmp_path`, as `config` takes them."""
     task = write_jsonl(tmp_path / "task.jsonl", TASK * 4)
     pairs = [{"src": s, "tgt": t, "src_lang": lang, "tgt_lang": "en"} for s, t, lang in PAIRS]
     par = write_jsonl(tmp_path / "pairs.jsonl", pairs * 2)

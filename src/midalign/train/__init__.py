@@ -2,6 +2,6 @@
 
 from midalign.train.config import MidAlignConfig
 from midalign.train.run import build_trainer, train
-from midalign.train.trainer import MidAlignTrainer
+from midalign.train.trainer import MidAlignTrainer, NonFiniteLossError
 
-__all__ = ["MidAlignConfig", "MidAlignTrainer", "build_trainer", "train"]
+__all__ = ["MidAlignConfig", "MidAlignTrainer", "NonFiniteLossError", "build_trainer", "train"]

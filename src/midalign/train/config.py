@@ -114,6 +114,12 @@ class MidAlignConfig(SFTConfig):
             raise ConfigError("align_temperature must be > 0")
         if self.task_per_align < 1:
             raise ConfigError("task_per_align must be >= 1")
+        pairs_per_batch = self.align_batch_size or self.per_device_train_batch_size
+        if self.mode != "baseline" and pairs_per_batch < 2:
+            # One pair has no negative: its loss is log(1) = 0 whatever the model does, and it teaches nothing.
+            raise ConfigError(
+                f"alignment batches of {pairs_per_batch} pair have no negatives; set align_batch_size to 2 or more"
+            )
         if self.mode != "baseline" and self.ddp_find_unused_parameters is None:
             # Alignment steps leave the blocks above align_layer without gradient; DDP must expect that.
             self.ddp_find_unused_parameters = True

@@ -11,8 +11,9 @@ from midalign.data.readers import read_parallel, read_task_examples
 from midalign.errors import ConfigError
 from midalign.layers import num_layers, resolve_layer
 from midalign.modeling import load_model, load_tokenizer
+from midalign.train.checkpoints import checkpoints, last_checkpoint, step
 from midalign.train.config import MidAlignConfig
-from midalign.train.trainer import MidAlignTrainer
+from midalign.train.trainer import CONFIG_FILE, MidAlignTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -104,28 +105,38 @@ def _auto_layer(config: MidAlignConfig, model, tokenizer, pairs) -> tuple[int, l
     return layer, curve
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest `checkpoint-N` folder in `output_dir`, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+def _set_aside_incomplete(output_dir: Path, resume_from: str | None) -> None:
+    """Rename checkpoints newer than the one resumed from, so the resumed run never writes into or rotates them."""
+    newest = step(resume_from) if resume_from else -1
+    for path in checkpoints(output_dir):
+        if step(path) > newest:
+            aside, n = path.with_name(f"{path.name}.incomplete"), 1
+            while aside.exists():  # an earlier crash left one already
+                aside, n = path.with_name(f"{path.name}.incomplete{n}"), n + 1
+            logger.warning("midalign: %s was interrupted while saving; moved to %s", path, aside.name)
+            path.rename(aside)
 
 
 def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrainer:
     """Train as configured and save the adapter (or full model), the tokenizer and the resolved config.
 
-    A folder that already holds checkpoints is continued only with `config.resume`; without it the run is
-    refused, so old and new results never mix.
+    A folder that already holds checkpoints or a finished run is continued only with `config.resume`; without
+    it the run is refused, so old and new results never mix. Resuming starts from the newest complete
+    checkpoint; a checkpoint whose save was interrupted is renamed `checkpoint-N.incomplete`.
     """
-    checkpoint = last_checkpoint(config.output_dir)
-    if checkpoint and not config.resume:
+    output_dir = Path(config.output_dir)
+    checkpoint = last_checkpoint(output_dir)
+    started = output_dir.is_dir() and (bool(checkpoints(output_dir)) or (output_dir / CONFIG_FILE).is_file())
+    if started and not config.resume:
+        what = Path(checkpoint).name if checkpoint else "the output of an earlier run"
         raise ConfigError(
-            f"{config.output_dir} already holds checkpoints ({Path(checkpoint).name}); pass --resume to continue "
-            "that run or choose a new output_dir"
+            f"{config.output_dir} already holds {what}; pass --resume to continue that run or choose a new output_dir"
         )
     trainer = build_trainer(config, model=model, tokenizer=tokenizer)
     if config.resume and checkpoint is None:
         logger.warning("midalign: --resume given but %s has no checkpoint; starting from scratch", config.output_dir)
+    if config.resume and trainer.args.should_save and output_dir.is_dir():
+        _set_aside_incomplete(output_dir, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint if config.resume else None)
     trainer.save_model(config.output_dir)
     return trainer

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
+from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from midalign.data.batching import (
@@ -36,14 +39,38 @@ from midalign.data.batching import (
     tokenize_pairs,
 )
 from midalign.data.readers import Pair
-from midalign.errors import ConfigError
+from midalign.errors import ConfigError, MidalignError
 from midalign.io import write_json_atomic
-from midalign.layers import num_layers, resolve_layer
+from midalign.layers import num_layers, resolve_layer, unwrap_model
 from midalign.objective import contrastive_loss, pair_embeddings
+from midalign.train.checkpoints import last_checkpoint
 from midalign.train.config import MidAlignConfig
 
 CONFIG_FILE = "midalign_config.json"
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(MidalignError, FloatingPointError):
+    """A loss or gradient became NaN or infinite; training stopped before the update reached the weights."""
+
+
+class _NonFiniteGradientGuard(TrainerCallback):
+    """Stops before an optimizer step whose gradients are not finite (bf16 / fp32 only).
+
+    With fp16 the loss scaler already skips such steps and lowers the scale: that is its documented behaviour,
+    so the guard stays out of its way. Under DeepSpeed the gradients live in the engine's partitions, and the
+    engine checks them itself.
+    """
+
+    def __init__(self, trainer: MidAlignTrainer):
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if args.fp16 or self.trainer.is_deepspeed_enabled:
+            return
+        grads = [p.grad for p in self.trainer.model.parameters() if p.grad is not None]
+        bad = any(not torch.isfinite(g.to_local() if hasattr(g, "to_local") else g).all() for g in grads)
+        self.trainer.stop_if_non_finite(torch.tensor(float("nan") if bad else 0.0), "gradient")
 
 
 class MidAlignTrainer(SFTTrainer):
@@ -95,6 +122,7 @@ class MidAlignTrainer(SFTTrainer):
         self._window = {"task": 0, "align": 0}  # micro-batches of each kind in the current optimizer step
         self._task_window_loss, self._task_window_seen = 0.0, 0
         self.align_layer_curve: list[float] | None = None  # set by build_trainer for `align_layer: auto`
+        self.add_callback(_NonFiniteGradientGuard(self))
         # DeepSpeed ZeRO-3 gathers each module's parameters with hooks, prefetching in the order it traced in the
         # first steps; a forward that skips the top blocks on alignment steps breaks that order every other step.
         # There the alignment forward runs every block and the keep-alive gives the blocks above the alignment
@@ -159,14 +187,34 @@ class MidAlignTrainer(SFTTrainer):
             task = super().compute_loss(model, task_inputs, num_items_in_batch=num_items_in_batch)
             if num_items_in_batch is None:  # the model does not take loss kwargs: mean of micro-batch means
                 task = task / max(self._window["task"], 1)
+            self.stop_if_non_finite(task.detach(), "task loss")
             self._record_task_loss(task.detach())
             loss = loss + task
         if is_align_batch(inputs):
             align, acc = self.alignment_step(model, inputs)
+            self.stop_if_non_finite(align.detach(), "alignment loss")
             self._record("align_loss", align.detach())
             self._record("align_acc", acc)
             loss = loss + self.args.align_weight * align / max(self._window["align"], 1)
         return loss
+
+    def stop_if_non_finite(self, value: torch.Tensor, what: str) -> None:
+        """Raise `NonFiniteLossError` on every rank when `value` is NaN or infinite on any rank.
+
+        Called before the backward pass (losses) or the optimizer step (gradients), so the bad value never
+        reaches the weights; the last checkpoint on disk stays the last good state. The check is collective, so
+        no rank is left waiting in a gradient reduction for one that stopped.
+        """
+        finite = self.accelerator.gather(torch.isfinite(value.detach().float()).reshape(1).to(self.args.device))
+        if bool(finite.all()):
+            return
+        checkpoint = last_checkpoint(self.args.output_dir)
+        fp16 = self.args.fp16 or unwrap_model(self.model).dtype == torch.float16
+        hint = "for fp16 overflow: train in bf16 or fp32" if fp16 else "the learning rate and the data"
+        raise NonFiniteLossError(
+            f"non-finite {what} at step {self.state.global_step + 1}; training stopped before the update. "
+            f"Last good checkpoint: {checkpoint or 'none saved yet'}. Check {hint}; continue with --resume."
+        )
 
     def alignment_step(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Alignment loss and in-batch retrieval accuracy of one batch of pairs (loss carries the DDP keep-alive)."""
@@ -248,12 +296,35 @@ class MidAlignTrainer(SFTTrainer):
 
     # ------------------------------------------------------------------ saving
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        super().save_model(output_dir, _internal_call)
+        """Save weights, tokenizer and `midalign_config.json` (the resolved settings, written last).
+
+        Checkpoints are written in place: `Trainer` writes `trainer_state.json` last, and resuming passes over a
+        checkpoint without one. The final save goes to a temporary folder whose files are then renamed into
+        `output_dir`, so an interrupted save never leaves weights that look finished.
+        """
+        out = Path(output_dir or self.args.output_dir)
+        if _internal_call:
+            super().save_model(str(out), _internal_call)
+            if self.args.should_save:
+                self._write_config(out)
+            return
+        staging = out / ".saving"  # the same name on every rank: the engines save collectively
+        if self.args.should_save and staging.exists():
+            shutil.rmtree(staging)
+        super().save_model(str(staging), _internal_call)
         if self.args.should_save:
-            out = Path(output_dir or self.args.output_dir)
-            resolved = {k: v for k, v in self.args.to_dict().items() if not k.startswith("_")}
-            resolved["align_layer_index"] = self.align_layer
-            resolved["num_layers"] = num_layers(self.model)
-            if self.align_layer_curve is not None:
-                resolved["align_layer_auto_margin_retrieval"] = self.align_layer_curve
-            write_json_atomic(out / CONFIG_FILE, json.loads(json.dumps(resolved, default=str)))
+            for entry in sorted(staging.iterdir()):
+                target = out / entry.name
+                if entry.is_dir() and target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(entry, target)
+            staging.rmdir()
+            self._write_config(out)
+
+    def _write_config(self, out: Path) -> None:
+        resolved = {k: v for k, v in self.args.to_dict().items() if not k.startswith("_")}
+        resolved["align_layer_index"] = self.align_layer
+        resolved["num_layers"] = num_layers(self.model)
+        if self.align_layer_curve is not None:
+            resolved["align_layer_auto_margin_retrieval"] = self.align_layer_curve
+        write_json_atomic(out / CONFIG_FILE, json.loads(json.dumps(resolved, default=str)))

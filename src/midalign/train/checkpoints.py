@@ -1,0 +1,35 @@
+"""Checkpoint folders of a run: which exist, which are complete, which one to resume from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Every `checkpoint-N` folder in `output_dir`, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=step)
+
+
+def step(checkpoint: str | Path) -> int:
+    """The `N` of `checkpoint-N`."""
+    return int(Path(checkpoint).name.split("-", 1)[1])
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """Trainer writes `trainer_state.json` last; a checkpoint without a readable one was interrupted."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest complete `checkpoint-N` folder in `output_dir`, if any (interrupted saves are passed over)."""
+    complete = [p for p in checkpoints(output_dir) if is_complete(p)]
+    return str(complete[-1]) if complete else None
