@@ -7,7 +7,8 @@ import logging
 import sys
 
 from midalign import __version__
-from midalign.errors import MidalignError
+from midalign.errors import ConfigError, MidalignError
+from midalign.io import read_yaml_file
 
 TRAIN_HELP = """\
 usage: midalign train [--config run.yaml] [--key value ...]
@@ -26,13 +27,24 @@ def train_main(argv: list[str]) -> int:
 
     from midalign.train import MidAlignConfig, train
 
+    if argv[-1:] == ["--config"]:
+        raise ConfigError("--config needs the path of a YAML file")
+    if "--config" in argv:
+        # TRL reads the file with yaml.safe_load; read it first with midalign's stricter safe loader, so that a
+        # bad file (invalid UTF-8 or YAML, a repeated key, not a mapping) is a DataError naming file, line, key.
+        read_yaml_file(argv[argv.index("--config") + 1])
     parser = TrlParser(
         (MidAlignConfig,),
         prog="midalign train",
         description=TRAIN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    (config,) = parser.parse_args_and_config(argv)
+    try:
+        (config,) = parser.parse_args_and_config(argv)
+    except MidalignError:
+        raise
+    except ValueError as e:  # unknown keys in the file, or a value TrainingArguments refuses
+        raise ConfigError(str(e)) from e
     trainer = train(config)
     print(
         f"saved {config.finetuning} weights, tokenizer and {config.output_dir}/midalign_config.json "

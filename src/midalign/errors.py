@@ -12,6 +12,7 @@ class DataError(MidalignError, ValueError):
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None):
         self.path, self.line, self.field = path, line, field
+        self.reason = message  # the message without the location, to re-raise it elsewhere
         where = ":".join(str(x) for x in (path, line) if x is not None)
         prefix = f"{where}: " if where else ""
         field_part = f"field '{field}': " if field else ""

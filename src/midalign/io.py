@@ -1,16 +1,56 @@
-"""Atomic file output: write to a temporary name in the same folder, then rename.
+"""File input and output shared by the package.
 
-An interrupted write therefore never leaves a file that looks complete.
+- Atomic output: write to a temporary name in the same folder, then rename, so an interrupted write never
+  leaves a file that looks complete.
+- Names from users (systems, adapters, languages) that may become file names: `check_name`.
+- Strict JSON and YAML reading (`loads_json`, `read_json_file`, `read_yaml_file`): duplicate keys, runaway
+  nesting, lone surrogates and invalid UTF-8 are refused with a `DataError` naming the file, line and field,
+  instead of being silently resolved (json keeps the last duplicate) or crashing (RecursionError).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from midalign.errors import ConfigError, DataError
+
+# A name that is safe as (part of) a file name on every OS: no separator, no leading dot, no `..`.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME_LENGTH = 100
+# Deeper JSON/YAML is refused: no real record nests this far, and recursive code downstream stays far from
+# Python's recursion limit.
+MAX_DEPTH = 100
+# YAML aliases can make a small file expand to billions of values when printed or copied.
+MAX_YAML_VALUES = 100_000
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_name(name: str, what: str = "name", *, dots: bool = True) -> str:
+    """Return `name` if it is safe as part of a file name (and as a PEFT adapter name when `dots=False`).
+
+    Allowed: letters, digits, `_`, `-` and (with `dots`) `.`, starting with a letter or digit, at most
+    `MAX_NAME_LENGTH` characters; so a name can never hold a path separator or be `.`/`..`.
+
+    Raises:
+        ConfigError: naming `what` and the name.
+    """
+    allowed = "letters, digits, '.', '_' and '-'" if dots else "letters, digits, '_' and '-'"
+    ok = isinstance(name, str) and bool(_SAFE_NAME.fullmatch(name)) and len(name) <= MAX_NAME_LENGTH
+    if not ok or (not dots and "." in name):
+        shown = name if not isinstance(name, str) or len(name) <= 60 else name[:60] + "..."
+        raise ConfigError(
+            f"{what} {shown!r} may only hold {allowed}, starting with a letter or digit "
+            f"(at most {MAX_NAME_LENGTH} characters)"
+        )
+    return name
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -43,3 +83,175 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     """Write one JSON object per line to `path` atomically."""
     return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_tree(value: Any, surrogates: bool, path, line, field) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and (when `surrogates`) strings that are not valid Unicode."""
+    stack = [(value, 1, field)]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, dict):
+            children = [(k, where or k) for k in item] + [(v, where or k) for k, v in item.items()]
+        elif isinstance(item, list):
+            children = [(v, where) for v in item]
+        else:
+            if surrogates and isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    bad = item[e.start].encode("unicode_escape").decode("ascii")
+                    raise DataError(
+                        f"lone surrogate {bad} in a string (not valid Unicode)", path=path, line=line, field=where
+                    ) from None
+            continue
+        if depth > MAX_DEPTH:
+            raise DataError(f"nested deeper than {MAX_DEPTH} levels", path=path, line=line, field=where)
+        stack += [(child, depth + 1, where) for child, where in children]
+
+
+def loads_json(
+    text: str,
+    *,
+    path: str | os.PathLike | None = None,
+    line: int | None = None,
+    field: str | None = None,
+    allow_nan: bool = True,
+) -> Any:
+    """Parse one JSON value strictly; every refusal is a `DataError` at `path`, `line`, `field`.
+
+    Refused (where `json.loads` would keep the last duplicate, crash or return unencodable text): invalid
+    JSON, a repeated key in one object (the error names the key), nesting deeper than `MAX_DEPTH`, numbers
+    too long for Python's int conversion, strings holding a lone surrogate (`"\\ud800"`) and, without
+    `allow_nan`, `NaN`/`Infinity`. Without a given `line`, the line of a syntax error in a multi-line text
+    is reported.
+    """
+    where = str(path) if path is not None else None
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=None if allow_nan else _refuse_constant)
+    except _DuplicateKey as e:
+        message = f"duplicate key {e.key!r} (an object may name a key once)"
+        raise DataError(message, path=where, line=line, field=field or e.key) from None
+    except json.JSONDecodeError as e:
+        message = f"invalid JSON: {e.msg} (column {e.colno})"
+        raise DataError(message, path=where, line=line or e.lineno, field=field) from None
+    except RecursionError:
+        raise DataError(f"nested deeper than {MAX_DEPTH} levels", path=where, line=line, field=field) from None
+    except ValueError as e:  # a number with too many digits, or a refused NaN/Infinity
+        raise DataError(f"invalid JSON: {e}", path=where, line=line, field=field) from None
+    _check_tree(value, bool(_SURROGATE_ESCAPE.search(text)), where, line, field)
+    return value
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", path=str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"invalid UTF-8 ({e.reason} at byte {e.start})", path=str(path), line=line) from None
+
+
+def read_json_file(path: str | os.PathLike) -> Any:
+    """One JSON value from a UTF-8 file (a BOM is allowed), read with `loads_json`'s rules."""
+    return loads_json(_read_text(path), path=path)
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tag runs code), refusing a key repeated in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden, as YAML says
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: SafeLoader refuses it with its own error
+                continue
+            if duplicate:
+                line = key_node.start_mark.line + 1
+                raise DataError(f"duplicate key {key!r} (a mapping may name a key once)", line=line, field=str(key))
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_values(value: Any) -> int:
+    """How many values `value` holds once aliases are expanded (as printing it would), capped just above
+    MAX_YAML_VALUES; nesting is checked on the way."""
+    count, stack = 0, [(value, 1)]
+    while stack and count <= MAX_YAML_VALUES:
+        item, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise DataError(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            stack += [(x, depth + 1) for pair in item.items() for x in pair]
+        elif isinstance(item, list | tuple | set):
+            stack += [(x, depth + 1) for x in item]
+    return count
+
+
+def read_yaml_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML mapping with string keys from a UTF-8 file, read with PyYAML's safe loader.
+
+    No tag can run code (`!!python/object` is refused), and unlike plain `yaml.safe_load` a repeated key is
+    refused instead of silently keeping the last; so are nesting deeper than `MAX_DEPTH` and aliases that
+    expand to more than `MAX_YAML_VALUES` values.
+
+    Raises:
+        DataError: naming the file, the line (when YAML knows it) and the key at fault.
+    """
+    where = str(path)
+    text = _read_text(path)
+    try:
+        value = yaml.load(text, Loader=_StrictYamlLoader)  # a SafeLoader: no tag runs code
+    except DataError as e:  # a duplicate key
+        raise DataError(e.reason, path=where, line=e.line, field=e.field) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise DataError(f"invalid YAML: {problem}", path=where, line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise DataError(f"nested deeper than {MAX_DEPTH} levels", path=where) from None
+    except (ValueError, TypeError, OverflowError) as e:  # a scalar YAML resolves but cannot build (2024-02-31)
+        raise DataError(f"invalid YAML value: {e}", path=where) from None
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise DataError(f"expected a mapping of settings, got {type(value).__name__}", path=where, line=1)
+    for key in value:
+        if not isinstance(key, str):
+            raise DataError(f"setting names must be strings, got {key!r}", path=where, field=str(key))
+    try:
+        count = _count_values(value)
+    except DataError as e:
+        raise DataError(e.reason, path=where) from None
+    if count > MAX_YAML_VALUES:
+        raise DataError(f"more than {MAX_YAML_VALUES} values once aliases are expanded", path=where)
+    return value

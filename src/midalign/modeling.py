@@ -1,4 +1,9 @@
-"""Loading base models, tokenizers and adapters (HF hub ids or local paths), safely by default."""
+"""Loading base models, tokenizers and adapters (HF hub ids or local paths), safely by default.
+
+Weights are read from safetensors only: a folder holding only pickle checkpoints (`pytorch_model.bin`,
+`adapter_model.bin`, ...) is refused, because unpickling can run arbitrary code. Remote code runs only when
+the caller sets `trust_remote_code=True`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ from pathlib import Path
 import torch
 
 from midalign.errors import ConfigError
+
+# Weight files that are pickles (loading them can execute code); midalign never reads them.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -43,12 +51,23 @@ def load_model(
     """Load an `AutoModelForCausalLM` (safetensors only) and optionally a PEFT adapter on top of it."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        str(name_or_path),
-        dtype=resolve_dtype(dtype),
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,
-    )
+    folder = Path(name_or_path)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        held = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
+        raise ConfigError(
+            f"{folder} holds {held}; midalign loads safetensors only (unpickling can run code). Convert the "
+            "checkpoint once with a trusted tool, e.g. `model.save_pretrained(folder)` (safetensors by default)"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path),
+            dtype=resolve_dtype(dtype),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except OSError as e:  # not found, no safetensors on the hub, unreadable files
+        raise ConfigError(f"cannot load the model {name_or_path}: {e}") from e
     if adapter is not None:
         model = load_adapter(model, adapter)
     return model
@@ -56,14 +75,33 @@ def load_model(
 
 def load_adapter(model, adapter: str | os.PathLike, *, adapter_name: str = "default", is_trainable: bool = False):
     """Put the PEFT adapter saved in `adapter` on `model`; refuse an adapter made for another base model."""
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
+
+    cfg = read_adapter_config(adapter)
+    check_adapter_matches(model, cfg, str(adapter))
+    return PeftModel.from_pretrained(model, str(adapter), adapter_name=adapter_name, is_trainable=is_trainable)
+
+
+def read_adapter_config(adapter: str | os.PathLike):
+    """The `PeftConfig` of a local adapter folder, after checking it holds `adapter_model.safetensors`.
+
+    Raises:
+        ConfigError: not an adapter folder, pickle weights only (`adapter_model.bin`), or an unreadable
+            `adapter_config.json`.
+    """
+    from peft import PeftConfig
 
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
         raise ConfigError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
-    cfg = PeftConfig.from_pretrained(str(path))
-    check_adapter_matches(model, cfg, str(path))
-    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=is_trainable)
+    if not (path / "adapter_model.safetensors").is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        held = f"only pickle weights ({', '.join(pickles)})" if pickles else "no adapter_model.safetensors"
+        raise ConfigError(f"{path}: the adapter holds {held}; midalign loads safetensors only")
+    try:
+        return PeftConfig.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError) as e:  # malformed JSON or settings
+        raise ConfigError(f"{path}: unreadable adapter_config.json: {e}") from e
 
 
 def check_adapter_matches(model, peft_config, where: str) -> None:

@@ -7,11 +7,13 @@ import argparse
 from midalign.analysis.metrics import METRICS
 from midalign.cliargs import named_path
 from midalign.errors import ConfigError
+from midalign.io import check_name
 
 
 def _named(values: list[tuple[str, str]] | None) -> dict[str, str]:
     out = {}
     for name, path in values or []:
+        check_name(name, "adapter name", dots=False)  # a system name in the report; PEFT refuses '.'
         if name in out:
             raise ConfigError(f"adapter name {name!r} given twice")
         out[name] = path

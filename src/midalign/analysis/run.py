@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from midalign.analysis.extract import cached_pooled_states, pooled_states
 from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
 from midalign.data.readers import Pair, read_multiway
 from midalign.errors import ConfigError, DataError
+from midalign.io import read_json_file
 from midalign.pooling import Pooling
 
 logger = logging.getLogger(__name__)
@@ -76,12 +76,12 @@ def load_groups(path: str | Path | None, languages: list[str]) -> dict[str, list
     """Language groups from a JSON file `{"high": ["de", "fr"], "low": ["sw"]}`; unknown codes are an error."""
     if path is None:
         return {}
-    try:
-        groups = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read language groups: {e}", path=str(path)) from None
-    if not isinstance(groups, dict) or not all(isinstance(v, list) for v in groups.values()):
+    groups = read_json_file(path)
+    if not isinstance(groups, dict):
         raise DataError('expected {"group": ["lang", ...], ...}', path=str(path))
+    for name, members in groups.items():
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise DataError("expected a list of language codes", path=str(path), field=name)
     for name, members in groups.items():
         unknown = sorted(set(members) - set(languages))
         if unknown:
@@ -184,11 +184,9 @@ def system_models(model, adapters: dict[str, str], include_base: bool):
         if peft_model is None:
             peft_model = load_adapter(model, path, adapter_name=name)
         else:
-            from peft import PeftConfig
+            from midalign.modeling import check_adapter_matches, read_adapter_config
 
-            from midalign.modeling import check_adapter_matches
-
-            check_adapter_matches(model, PeftConfig.from_pretrained(path), str(path))
+            check_adapter_matches(model, read_adapter_config(path), str(path))
             peft_model.load_adapter(path, adapter_name=name)
         peft_model.set_adapter(name)
         yield name, (peft_model, _adapter_id(path))

@@ -8,17 +8,21 @@ Formats:
 - parallel TSV with a header naming the columns `src`, `tgt`, `src_lang`, `tgt_lang`.
 - FLORES-style folder: one file per language (`eng_Latn.devtest`, `de.txt`), one sentence per line,
   aligned by line number.
+
+JSON lines are read strictly (`midalign.io.loads_json`): a key repeated in one object is refused (plain
+`json.loads` would silently keep the last value), as are runaway nesting and lone surrogates. Language codes
+must be file-name safe (`midalign.io.check_name`: letters, digits, `.`, `_`, `-`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from midalign.errors import DataError
+from midalign.errors import ConfigError, DataError
+from midalign.io import check_name, loads_json
 
 ROLES = ("system", "user", "assistant")
 PAIR_FIELDS = ("src", "tgt", "src_lang", "tgt_lang")
@@ -40,7 +44,11 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, text) of a UTF-8 file; a BOM is dropped, CRLF handled, bad bytes reported by line."""
     if not path.is_file():
         raise DataError("file not found", path=str(path))
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below; the generator may be abandoned half-way)
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
+    with f:
         for number, raw in enumerate(f, start=1):
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
@@ -57,24 +65,30 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     for number, text in _lines(path):
         if not text.strip():
             continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path=str(path), line=number) from None
+        obj = loads_json(text, path=path, line=number)
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=number)
         yield number, obj
 
 
-def _text(obj: dict, field: str, path, line, *, allow_empty: bool = False) -> str:
-    if field not in obj:
+def _text(obj: dict, key: str, path, line, *, allow_empty: bool = False, field: str | None = None) -> str:
+    field = field or key
+    if key not in obj:
         raise DataError("missing", path=str(path), line=line, field=field)
-    value = obj[field]
+    value = obj[key]
     if not isinstance(value, str):
         raise DataError(f"expected a string, got {type(value).__name__}", path=str(path), line=line, field=field)
     if not allow_empty and not value.strip():
         raise DataError("empty", path=str(path), line=line, field=field)
     return value
+
+
+def _lang(code: str, path, line, field: str) -> str:
+    """A language code, checked to be file-name safe (codes name files and cache entries downstream)."""
+    try:
+        return check_name(code, "language code")
+    except ConfigError as e:
+        raise DataError(str(e), path=str(path), line=line, field=field) from None
 
 
 def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> dict:
@@ -93,7 +107,7 @@ def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> di
                 raise DataError(
                     f"role {role!r} is not one of {ROLES}", path=str(path), line=line, field=f"{field}.role"
                 )
-            content = _text(m, "content", path, line, allow_empty=role != "assistant")
+            content = _text(m, "content", path, line, allow_empty=role != "assistant", field=f"{field}.content")
             clean.append({"role": role, "content": content})
         if clean[-1]["role"] != "assistant":
             raise DataError(
@@ -115,13 +129,15 @@ def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> di
 
 def read_task_examples(path: str | os.PathLike) -> list[dict]:
     """Read and validate a task JSONL file (formats in the module docstring)."""
-    rows = [parse_task_record(obj, path, line) for line, obj in iter_jsonl(path)]
+    rows = [(line, parse_task_record(obj, path, line)) for line, obj in iter_jsonl(path)]
     if not rows:
         raise DataError("no examples", path=str(path))
-    kinds = {"messages" in r for r in rows}
-    if len(kinds) > 1:
-        raise DataError("mixes chat 'messages' rows with 'prompt'/'completion' rows", path=str(path))
-    return rows
+    chat = "messages" in rows[0][1]
+    for line, row in rows:
+        if ("messages" in row) != chat:
+            message = "mixes chat 'messages' rows with 'prompt'/'completion' rows"
+            raise DataError(message, path=str(path), line=line, field="messages")
+    return [row for _, row in rows]
 
 
 def _pivot_pairs(row: dict[str, str], pivot: str, origin: str) -> list[Pair]:
@@ -139,7 +155,11 @@ def read_parallel(path: str | os.PathLike, *, pivot: str = "en") -> list[Pair]:
     path = Path(path)
     if path.is_dir():
         table = read_multiway(path)
-        n = len(next(iter(table.values())))
+        if pivot not in table:
+            raise DataError(
+                f"pivot language {pivot!r} has no file; languages: {sorted(table)}", path=str(path), field=pivot
+            )
+        n = len(table[pivot])
         return [
             p for i in range(n) for p in _pivot_pairs({k: v[i] for k, v in table.items()}, pivot, f"{path}:{i + 1}")
         ]
@@ -149,14 +169,13 @@ def read_parallel(path: str | os.PathLike, *, pivot: str = "en") -> list[Pair]:
     for line, obj in iter_jsonl(path):
         origin = f"{path}:{line}"
         if "src" in obj or "tgt" in obj:
-            f = {k: _text(obj, k, path, line) for k in PAIR_FIELDS}
-            pairs.append(Pair(f["src"], f["tgt"], f["src_lang"].strip(), f["tgt_lang"].strip(), origin))
+            pairs.append(_pair(obj, path, line, origin))
         elif AUTHORS_PAIR_FIELDS[0] in obj:
             src, tgt = (_text(obj, k, path, line) for k in AUTHORS_PAIR_FIELDS)
-            src_lang = obj.get("src_lang") if isinstance(obj.get("src_lang"), str) else "x"
-            pairs.append(Pair(src, tgt, src_lang, pivot, origin))
+            src_lang = _text(obj, "src_lang", path, line).strip() if "src_lang" in obj else "x"
+            pairs.append(Pair(src, tgt, _lang(src_lang, path, line, "src_lang"), pivot, origin))
         else:
-            row = {lang: _text(obj, lang, path, line) for lang in obj}
+            row = {_lang(lang, path, line, lang): _text(obj, lang, path, line) for lang in obj}
             if len(row) < 2:
                 raise DataError(
                     "expected src/tgt/src_lang/tgt_lang, or a multi-way row of >= 2 languages",
@@ -173,6 +192,12 @@ def read_parallel(path: str | os.PathLike, *, pivot: str = "en") -> list[Pair]:
     return pairs
 
 
+def _pair(obj: dict, path, line: int, origin: str) -> Pair:
+    f = {k: _text(obj, k, path, line) for k in PAIR_FIELDS}
+    src_lang, tgt_lang = (_lang(f[k].strip(), path, line, k) for k in ("src_lang", "tgt_lang"))
+    return Pair(f["src"], f["tgt"], src_lang, tgt_lang, origin)
+
+
 def _read_parallel_tsv(path: Path) -> list[Pair]:
     lines = iter(_lines(path))
     try:
@@ -180,6 +205,9 @@ def _read_parallel_tsv(path: Path) -> list[Pair]:
     except StopIteration:
         raise DataError("empty file", path=str(path)) from None
     header = [h.strip() for h in header_line.split("\t")]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataError("column named twice in the header", path=str(path), line=1, field=repeated[0])
     missing = [f for f in PAIR_FIELDS if f not in header]
     if missing:
         raise DataError(f"header must name the columns {PAIR_FIELDS}", path=str(path), line=1, field=missing[0])
@@ -192,9 +220,7 @@ def _read_parallel_tsv(path: Path) -> list[Pair]:
             raise DataError(
                 f"expected {len(header)} tab-separated columns, got {len(cells)}", path=str(path), line=line
             )
-        obj = dict(zip(header, cells, strict=True))
-        f = {k: _text(obj, k, path, line) for k in PAIR_FIELDS}
-        pairs.append(Pair(f["src"], f["tgt"], f["src_lang"].strip(), f["tgt_lang"].strip(), f"{path}:{line}"))
+        pairs.append(_pair(dict(zip(header, cells, strict=True)), path, line, f"{path}:{line}"))
     if not pairs:
         raise DataError("no parallel pairs", path=str(path))
     return pairs
@@ -210,7 +236,7 @@ def read_multiway(path: str | os.PathLike, languages: list[str] | None = None) -
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         for file in files:
-            lang = file.name.split(".")[0]
+            lang = _lang(file.name.split(".")[0], file, None, "file name")
             if lang in table:
                 raise DataError(f"two files for language {lang!r}", path=str(file))
             sentences = []
@@ -221,7 +247,7 @@ def read_multiway(path: str | os.PathLike, languages: list[str] | None = None) -
             table[lang] = sentences
     else:
         for line, obj in iter_jsonl(path):
-            row = {lang: _text(obj, lang, path, line) for lang in obj}
+            row = {_lang(lang, path, line, lang): _text(obj, lang, path, line) for lang in obj}
             if table and set(row) != set(table):
                 raise DataError(
                     f"languages {sorted(row)} differ from the first row's {sorted(table)}", path=str(path), line=line
@@ -233,6 +259,8 @@ def read_multiway(path: str | os.PathLike, languages: list[str] | None = None) -
     counts = {lang: len(s) for lang, s in table.items()}
     if len(set(counts.values())) > 1:
         raise DataError(f"languages have different sentence counts: {counts}", path=str(path))
+    if not any(counts.values()):
+        raise DataError("no sentences", path=str(path))
     if languages is not None:
         unknown = [lang for lang in languages if lang not in table]
         if unknown:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from midalign.cliargs import named_path
 from midalign.errors import ConfigError, DataError, MidalignError
+from midalign.io import check_name, read_json_file
 
 FORMATS = ("jsonl", "massive", "massive-hf", "text", "flores")
 
@@ -130,7 +130,7 @@ def _generate(args: argparse.Namespace) -> dict[str, tuple[list[dict], list[str]
     import torch
 
     from midalign.evaluation.generation import adapter_systems, generate
-    from midalign.evaluation.runner import check_system_name, prediction_rows
+    from midalign.evaluation.runner import prediction_rows
     from midalign.evaluation.tables import language_groups
     from midalign.io import write_jsonl_atomic
     from midalign.modeling import load_model, load_tokenizer
@@ -142,7 +142,7 @@ def _generate(args: argparse.Namespace) -> dict[str, tuple[list[dict], list[str]
     if len(adapters) != len(args.adapter):
         raise ConfigError("two adapters share a name")
     for name in adapters:
-        check_system_name(name)
+        check_name(name, "adapter name", dots=False)  # a system name, and PEFT refuses '.' in adapter names
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code).to(device)
@@ -183,9 +183,9 @@ def run(args: argparse.Namespace) -> int:
             score_options["char_langs"] = args.char_langs
         if args.schema is not None:
             try:
-                score_options["schema"] = json.loads(args.schema.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as e:
-                raise DataError(f"cannot read the schema: {e}", path=str(args.schema)) from e
+                score_options["schema"] = read_json_file(args.schema)
+            except DataError as e:
+                raise DataError(f"cannot read the schema: {e.reason}", path=e.path, line=e.line, field=e.field) from e
         check_score_options(args.task, score_options.get("char_langs"), score_options.get("schema"), args.comet)
         systems = _rescore(args) if args.predictions else _generate(args)
         for name in systems:

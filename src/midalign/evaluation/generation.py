@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -150,9 +149,8 @@ def adapter_systems(
         ConfigError: an adapter is named "base" while the base is included, or a folder is not a
             PEFT adapter (or does not fit the base model).
     """
-    from peft import PeftConfig
 
-    from midalign.modeling import check_adapter_matches, load_adapter
+    from midalign.modeling import check_adapter_matches, load_adapter, read_adapter_config
 
     if include_base and "base" in adapters:
         raise ConfigError("an adapter is named 'base', which names the bare base model; rename it")
@@ -163,9 +161,7 @@ def adapter_systems(
         if peft_model is None:
             peft_model = load_adapter(model, path, adapter_name=name)
         else:
-            if not (Path(path) / "adapter_config.json").is_file():
-                raise ConfigError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
-            check_adapter_matches(peft_model, PeftConfig.from_pretrained(str(path)), str(path))
+            check_adapter_matches(peft_model, read_adapter_config(path), str(path))
             peft_model.load_adapter(str(path), adapter_name=name)
         peft_model.set_adapter(name)
         yield name, peft_model

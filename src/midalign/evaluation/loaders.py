@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from midalign.data.readers import iter_jsonl
 from midalign.errors import ConfigError, DataError
 from midalign.evaluation.languages import MASSIVE_LOCALES, language_name
 from midalign.evaluation.slots import format_slots, parse_annot_utt, parse_slot_output
+from midalign.io import check_name, loads_json
 
 TASKS = ("slot", "mt", "json")
 
@@ -52,8 +54,12 @@ def _read_lines(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path=str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
     lines = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
@@ -80,6 +86,14 @@ def _field(row: Mapping, name: str, kind: type, where: dict, *, required: bool =
     return row[name]
 
 
+def _lang_field(row: Mapping, name: str, where: dict) -> str:
+    # Language labels become table rows and may name files: the same rule as system names.
+    try:
+        return check_name(_field(row, name, str, where), "language")
+    except ConfigError as e:
+        raise DataError(str(e), field=name, **where) from None
+
+
 def _slot_gold(gold: Any, where: dict) -> str:
     if isinstance(gold, list):
         if not all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in gold):
@@ -99,9 +113,16 @@ def _slot_gold(gold: Any, where: dict) -> str:
 def _json_gold(gold: Any, where: dict) -> Any:
     if isinstance(gold, str):
         try:
-            gold = json.loads(gold)
-        except json.JSONDecodeError as e:
-            raise DataError(f"gold string is not JSON ({e.msg})", field="gold", **where) from e
+            gold = loads_json(gold, field="gold", allow_nan=False, **where)
+        except DataError as e:
+            reason = e.reason.removeprefix("invalid JSON: ")
+            raise DataError(f"gold string is not JSON ({reason})", field="gold", **where) from None
+    else:  # an object or array given as such: read strictly already, but NaN/Infinity and depth matter here
+        try:
+            loads_json(json.dumps(gold), field="gold", allow_nan=False, **where)
+        except (ValueError, TypeError, RecursionError) as e:  # DataError is a ValueError
+            reason = e.reason if isinstance(e, DataError) else str(e)
+            raise DataError(f"gold is not JSON ({reason})", field="gold", **where) from None
     if not isinstance(gold, (dict, list)):
         raise DataError("gold must be a JSON object or array", field="gold", **where)
     return gold
@@ -146,7 +167,7 @@ def normalize_example(
     where = {"path": path, "line": line}
     row = _from_training_format(row, where)
     example = dict(row)
-    _field(row, "lang", str, where)
+    _lang_field(row, "lang", where)
     _field(row, "prompt", str, where)
     _field(row, "system_prompt", str, where, required=False)
     if "gold" not in row or row["gold"] is None:
@@ -181,7 +202,7 @@ def load_jsonl(path: str | os.PathLike, task: str) -> list[dict[str, Any]]:
 
 
 def _massive_example(row: Mapping, where: dict, *, with_intent: bool, system_prompt: str | None) -> dict[str, Any]:
-    locale = _field(row, "locale", str, where)
+    locale = _lang_field(row, "locale", where)
     utt = _field(row, "utt", str, where)
     annot_utt = _field(row, "annot_utt", str, where)
     intent = _field(row, "intent", str, where) if with_intent else None
@@ -236,9 +257,10 @@ def load_massive_jsonl(
     for file in files:
         for number, row in read_jsonl(file):
             where = {"path": str(file), "line": number}
-            if partition is not None and row.get("partition") != partition:
+            # Rows are filtered on these fields: a malformed one is an error, not a silently skipped row.
+            if partition is not None and _field(row, "partition", str, where) != partition:
                 continue
-            if locales and row.get("locale") not in locales:
+            if locales and _field(row, "locale", str, where) not in locales:
                 continue
             examples.append(_massive_example(row, where, with_intent=with_intent, system_prompt=system_prompt))
     missing = [loc for loc in locales or () if not any(e["lang"] == loc for e in examples)]
@@ -301,7 +323,7 @@ def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
         parts = pair.split("-")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"language pair {pair!r} must be SRC-TGT, e.g. de-en or deu_Latn-eng_Latn")
-        parsed.append((parts[0], parts[1]))
+        parsed.append((check_name(parts[0], "language code"), check_name(parts[1], "language code")))
     return parsed
 
 
@@ -358,15 +380,18 @@ def load_text_pairs(pattern: str, pairs: Sequence[str]) -> list[dict[str, Any]]:
         ConfigError: the pattern lacks `{lang}` or has other placeholders; a malformed pair.
         DataError: as `load_parallel_text`.
     """
-    if "{lang}" not in pattern:
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(pattern) if name]
+    except ValueError as e:  # an unmatched brace
+        raise ConfigError(f"pattern {pattern!r}: {e}") from None
+    if any(name not in ("lang", "src", "tgt") or spec or conversion for name, spec, conversion in fields):
+        raise ConfigError(f"pattern {pattern!r} may only use {{lang}}, {{src}} and {{tgt}}")
+    if "lang" not in {name for name, _, _ in fields}:
         raise ConfigError(f"pattern {pattern!r} must contain {{lang}}")
     examples = []
     for src, tgt in parse_pairs(pairs):
-        try:
-            source_path = pattern.format(lang=src, src=src, tgt=tgt)
-            reference_path = pattern.format(lang=tgt, src=src, tgt=tgt)
-        except (KeyError, IndexError) as e:
-            raise ConfigError(f"pattern {pattern!r} may only use {{lang}}, {{src}} and {{tgt}}") from e
+        source_path = pattern.format(lang=src, src=src, tgt=tgt)
+        reference_path = pattern.format(lang=tgt, src=src, tgt=tgt)
         examples += load_parallel_text(source_path, reference_path, src_lang=src, tgt_lang=tgt)
     return examples
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from midalign.evaluation.slots import score_slots
 from midalign.evaluation.structured import score_json
 from midalign.evaluation.tables import language_table, plot_language_table, tables_to_csv
 from midalign.evaluation.translation import score_translation
-from midalign.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from midalign.io import check_name, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 # The metrics tabulated per task, when present (intent accuracy only with intents, COMET only when asked...).
 TABLE_METRICS = {
@@ -26,7 +25,6 @@ TABLE_METRICS = {
     "mt": ("bleu", "chrf", "comet"),
     "json": ("field_f1", "parse_rate", "schema_valid"),
 }
-_SYSTEM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -179,9 +177,7 @@ def check_system_name(name: str) -> str:
     Raises:
         ConfigError: any other character.
     """
-    if not _SYSTEM_NAME.fullmatch(name):
-        raise ConfigError(f"system name {name!r} may only hold letters, digits, '.', '_' and '-'")
-    return name
+    return check_name(name, "system name")
 
 
 def write_report(

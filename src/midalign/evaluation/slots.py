@@ -142,7 +142,8 @@ def parse_annot_utt(annot_utt: str) -> tuple[str, list[tuple[str, str]]]:
         slots.append((slot_type, value))
     plain = _ANNOTATION.sub(lambda m: _collapse(m.group(2)), annot_utt)
     if "[" in plain or "]" in plain:
-        raise DataError(f"unbalanced or malformed brackets in annotated utterance {annot_utt!r}")
+        shown = annot_utt if len(annot_utt) <= 200 else annot_utt[:200] + "..."
+        raise DataError(f"unbalanced or malformed brackets in annotated utterance {shown!r}")
     return _collapse(plain), slots
 
 

@@ -1,7 +1,9 @@
 """Structured (JSON) generation: parse rate, schema validity and field-level P/R/F1 against gold JSON.
 
 Parsing: surrounding whitespace and one enclosing Markdown code fence (```json ... ```) are removed,
-then the rest must be exactly one JSON value (no text before or after; `NaN`/`Infinity` refused).
+then the rest must be exactly one JSON value (no text before or after; `NaN`/`Infinity` refused). It is
+read strictly (`midalign.io.loads_json`): an object naming a key twice (ambiguous: parsers disagree on
+which value wins), nesting deeper than 100 levels or a lone surrogate make the output unparsable.
 
 Fields: a JSON value is flattened into (path, value) pairs: object keys are joined with `.`, array
 elements share their array's path plus `[]` (order ignored, duplicates kept), and an array element
@@ -24,15 +26,13 @@ from typing import Any
 
 from midalign.errors import ConfigError, DataError
 from midalign.evaluation.prf import prf
+from midalign.io import loads_json
 
 _FENCE = re.compile(r"```[A-Za-z]*\s*\n?(.*?)\n?\s*```", re.DOTALL)
 _KEYWORDS = {"type", "enum", "properties", "required", "additionalProperties", "items"}
 _ANNOTATIONS = {"$schema", "$id", "title", "description"}
 _TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
+_JSON_KIND = {list: "array", Mapping: "object", bool: "boolean"}
 
 
 def parse_json_output(text: str) -> tuple[bool, Any]:
@@ -50,8 +50,8 @@ def parse_json_output(text: str) -> tuple[bool, Any]:
     if fenced:
         body = fenced.group(1).strip()
     try:
-        return True, json.loads(body, parse_constant=_refuse_constant)
-    except ValueError:  # json.JSONDecodeError is a ValueError, and so is a refused NaN
+        return True, loads_json(body, allow_nan=False)
+    except DataError:
         return False, None
 
 
@@ -67,9 +67,17 @@ def check_schema_keywords(schema: Mapping[str, Any], path: str = "$") -> None:
     if unknown:
         raise ConfigError(f"schema at {path} uses unsupported keyword(s) {sorted(unknown)}")
     types = schema.get("type", [])
+    if not isinstance(types, str | list):
+        raise ConfigError(f"schema at {path}: 'type' must be a type name or a list of them")
     for name in [types] if isinstance(types, str) else types:
-        if name not in _TYPES:
+        if not isinstance(name, str) or name not in _TYPES:
             raise ConfigError(f"schema at {path}: unknown type {name!r}")
+    shapes = {"enum": list, "required": list, "properties": Mapping, "additionalProperties": bool}
+    for keyword, kind in shapes.items():
+        if keyword in schema and not isinstance(schema[keyword], kind):
+            raise ConfigError(f"schema at {path}: {keyword!r} must be a JSON {_JSON_KIND[kind]}")
+    if not all(isinstance(key, str) for key in schema.get("required", [])):
+        raise ConfigError(f"schema at {path}: 'required' must list key names")
     for key, sub in schema.get("properties", {}).items():
         check_schema_keywords(sub, f"{path}.{key}")
     if "items" in schema:
