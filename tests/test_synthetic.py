@@ -162,3 +162,24 @@ def test_tiny_pretraining_writes_a_loadable_model_and_is_cached(world_dir, tmp_p
     assert heldout_loss(model, tokenizer, multiway["xd"]) > 0
     rates = copy_rates(model, tokenizer, World(3, seed=0), n=2)
     assert set(rates) == {"en", "xa", "xb"} and set(rates["xb"]) == {"list", "sentence"}
+
+
+def test_everyday_clauses_share_the_commands_vocabulary():
+    from midalign.synthetic.world import EVERYDAY_OBJECTS, FOODS
+
+    rng = random.Random(0)
+    plain, everyday = World(8, seed=0), World(8, seed=0, everyday_share=1.0)
+    clauses = [everyday.sample_clause(rng) for _ in range(200)]
+    assert all(c.verb in EVERYDAY_OBJECTS for c in clauses)
+    assert any(c.time for c in clauses) and any(c.date for c in clauses)
+    english = " ".join(everyday.render_clause(c, PIVOT) for c in clauses).split()
+    assert {"pizza", "alarm", "ticket", "off"} <= set(english) and "turn_offs" not in english
+    named = next(c for c in clauses if c.subject.noun.startswith("@"))
+    for code in ("xb", "xd"):  # a name is written as the entity, in the language's script, with no article
+        assert everyday.render_clause(named, code).split()[0] in everyday.entity(named.subject.noun, code).split()
+    # share 0 is the first world's general domain, whose verbs and objects are not the commands' words
+    assert not {w for c in [plain.sample_clause(rng) for _ in range(300)] for w in (c.verb, c.object.noun)} & {
+        *FOODS,
+        "alarm",
+        "ticket",
+    }

@@ -6,6 +6,8 @@ One language-independent meaning layer holds two domains:
   `wake me at nine am friday` with gold slots `time: nine am; date: friday`;
 - the **general** domain (clauses such as `the big dog watches the red house near the river`) is the
   pretraining text and the parallel data for alignment, which therefore is *not* task data, as in the paper.
+  Half of its clauses (`WorldConfig.everyday_share`) tell of everyday things in the commands' words
+  (`the boy ordered the burger on friday`), as real general text shares its vocabulary with assistant commands.
 
 Meanings are rendered into `n_languages` languages. The pivot `en` is English (real English words, so outputs
 are readable); the others (`xa`, `xb`, ...) have random syllable lexicons, plural and past suffixes, their
@@ -60,6 +62,7 @@ PLACES = (
     "lake", "farm", "tower", "valley",
 )  # fmt: skip
 RELATIONS = ("in", "near", "behind", "under")
+HUMANS = ("farmer", "teacher", "student", "baker", "doctor", "girl", "boy", "sailor", "painter")
 
 # Slot values that are ordinary words (translated in each language, as in MASSIVE).
 GENRES = ("jazz", "rock", "pop", "blues", "classical", "folk", "metal", "reggae", "techno", "country")
@@ -75,6 +78,25 @@ MINUTES = ("fifteen", "thirty", "forty_five")
 DAY_HALVES = ("am", "pm")
 WORD_SLOTS = {"genre": GENRES, "food": FOODS, "room": ROOMS, "event": EVENTS, "date": DATES}
 ENTITY_SLOTS = ("city", "person", "song", "artist", "restaurant")
+# Everyday clauses (`WorldConfig.everyday_share`): general-domain sentences about people doing everyday things, which
+# use the words the voice-assistant commands use (verbs, objects, rooms, cities, persons, times, dates) in the
+# general grammar: `the baker ordered soup in the kitchen at nine am`. In real languages the general text that
+# parallel data and pretraining corpora are made of shares its everyday vocabulary with assistant commands; without
+# these clauses the two domains of this world had disjoint vocabularies, and nothing linked a command word in one
+# language to its English translation. Each verb takes one of its typical objects.
+EVERYDAY_OBJECTS: dict[str, tuple[str, ...]] = {
+    "play": (*GENRES, "music", "song"),
+    "order": FOODS,
+    "buy": ("ticket", *FOODS),
+    "send": ("email", "letter"),
+    "set": ("alarm",),
+    "tell": ("joke", "weather"),
+    "say": ("something", "joke"),
+    "add": EVENTS,
+    "remind": HUMANS,
+    "wake": HUMANS,
+    "turn_off": ("lights", "lamp"),
+}
 ENTITY_COUNTS = {"city": 40, "person": 60, "song": 40, "artist": 40, "restaurant": 30}
 SLOT_TYPES = ("time", "date", "city", "person", "song", "artist", "genre", "food", "restaurant", "room", "event")
 
@@ -278,15 +300,18 @@ class Language:
     def noun(self, concept: str, plural: bool) -> str:
         """A noun in the singular or plural."""
         if self.code == PIVOT:
-            return _english_suffix(concept, "es", "ies", "s") if plural else concept
+            return (_english_suffix(concept, "es", "ies", "s") if plural else concept).replace("_", " ")
         return self.spell(self.lexicon[concept] + (self.plural_suffix if plural else ""))
 
     def verb(self, concept: str, past: bool, plural_subject: bool) -> str:
         """A finite verb; only English agrees with its subject (present tense, third person)."""
         if self.code == PIVOT:
+            head, _, rest = concept.partition("_")  # a phrasal verb inflects its first word: "turns off"
             if past:
-                return _english_suffix(concept, "ed", "ied", "ed")
-            return concept if plural_subject else _english_suffix(concept, "es", "ies", "s")
+                head = _english_suffix(head, "ed", "ied", "ed")
+            elif not plural_subject:
+                head = _english_suffix(head, "es", "ies", "s")
+            return f"{head} {rest.replace('_', ' ')}" if rest else head
         return self.spell(self.lexicon[concept] + (self.past_suffix if past else ""))
 
     def article(self) -> str | None:
@@ -308,13 +333,16 @@ class NounPhrase:
 
 @dataclass(frozen=True)
 class Clause:
-    """A general-domain meaning: subject verb object, optionally at a place (`relation` + place noun)."""
+    """A general-domain meaning: subject verb object, optionally at a place (`relation` + place noun), a time and a
+    date. A noun (or place) `@kind:index` is a named entity."""
 
     subject: NounPhrase
     verb: str
     past: bool
     object: NounPhrase
     place: tuple[str, str] | None
+    time: tuple[str, ...] | None = None  # everyday clauses: `at nine thirty am`
+    date: str | None = None  # everyday clauses: `on friday`
 
 
 # A command argument: (adposition or "", units); a unit is a concept or a slot (type, value atoms). A value atom
@@ -356,10 +384,11 @@ class World:
         seed: fixes every lexicon and entity.
     """
 
-    def __init__(self, n_languages: int = 8, seed: int = 0):
+    def __init__(self, n_languages: int = 8, seed: int = 0, everyday_share: float = 0.0):
         if not 2 <= n_languages <= len(LANGUAGE_TABLE):
             raise ConfigError(f"n_languages must be within 2..{len(LANGUAGE_TABLE)}, got {n_languages}")
         self.seed = seed
+        self.everyday_share = everyday_share
         self.languages = {spec.code: Language(spec, seed) for spec in LANGUAGE_TABLE[:n_languages]}
         self.pivot = self.languages[PIVOT]
         rng = random.Random(f"{seed}:entities")
@@ -390,7 +419,12 @@ class World:
     # sampling ----------------------------------------------------------------------------------------------
 
     def sample_clause(self, rng: random.Random) -> Clause:
-        """A random general-domain meaning; each concept mostly (p 0.8) one its neighbour prefers."""
+        """A random general-domain meaning; each concept mostly (p 0.8) one its neighbour prefers.
+
+        With probability `everyday_share`, an everyday clause (`EVERYDAY_OBJECTS`) instead.
+        """
+        if self.everyday_share and rng.random() < self.everyday_share:  # no draw at 0: older worlds stay the same
+            return self._sample_everyday(rng)
 
         def pick(preferred: list[str], everything: tuple[str, ...]) -> str:
             return rng.choice(preferred) if rng.random() < 0.8 else rng.choice(everything)
@@ -404,6 +438,29 @@ class World:
         obj = pick(self.objects[verb], NOUNS)
         place = (rng.choice(RELATIONS), pick(self.places[obj], PLACES)) if rng.random() < 0.5 else None
         return Clause(noun_phrase(subject), verb, rng.random() < 0.5, noun_phrase(obj), place)
+
+    def _sample_everyday(self, rng: random.Random) -> Clause:
+        """Someone (a person's name or a noun phrase) does an everyday thing, maybe somewhere, at a time, on a day."""
+
+        def person() -> NounPhrase:
+            if rng.random() < 0.4:
+                return NounPhrase(f"@person:{rng.randrange(ENTITY_COUNTS['person'])}", None, False)
+            noun = rng.choice(HUMANS)
+            adjective = rng.choice(self.adjectives[noun]) if rng.random() < 0.3 else None
+            return NounPhrase(noun, adjective, rng.random() < 0.3)
+
+        verb = rng.choice(list(EVERYDAY_OBJECTS))
+        thing = rng.choice(EVERYDAY_OBJECTS[verb])
+        obj = person() if thing in HUMANS else NounPhrase(thing, None, False)
+        place = None
+        if rng.random() < 0.4:
+            where = rng.choice(ROOMS) if rng.random() < 0.5 else f"@city:{rng.randrange(ENTITY_COUNTS['city'])}"
+            place = (rng.choice(RELATIONS), where)
+        time = None
+        if rng.random() < 0.35:
+            time = self._sample_unit("{time}", rng)[1]
+        date = rng.choice(DATES) if rng.random() < 0.35 else None
+        return Clause(person(), verb, rng.random() < 0.5, obj, place, time, date)
 
     def sample_command(self, rng: random.Random) -> Command:
         """A random voice-assistant meaning: uniform intent and template, optional arguments kept with p 0.6."""
@@ -450,6 +507,8 @@ class World:
             return self.pivot if switch is not None and switch() else language
 
         def noun_phrase(phrase: NounPhrase) -> list[str]:
+            if phrase.noun.startswith("@"):  # a name: no article, no adjective
+                return [self.entity(phrase.noun, lang)]
             words = [lex().noun(phrase.noun, phrase.plural)]
             if phrase.adjective:
                 adjective = lex().word(phrase.adjective)
@@ -468,6 +527,11 @@ class World:
             place = noun_phrase(NounPhrase(noun, None, False))
             adposition = language.word(relation)
             place = [adposition, *place] if language.spec.prepositions else [*place, adposition]
+        for adposition, atoms in (("at", clause.time), ("on", (clause.date,) if clause.date else None)):
+            if atoms:  # time and date adjuncts follow the place
+                phrase = [lex().word(atom) for atom in atoms]
+                head = language.word(adposition)
+                place += [head, *phrase] if language.spec.prepositions else [*phrase, head]
         order = {
             "SVO": (subject, verb, obj, place),
             "SOV": (subject, obj, place, verb),
@@ -523,6 +587,8 @@ class WorldConfig:
             copy-pressure lines, code-switched clauses, unannotated commands and parallel lines (the rest are
             monolingual clauses; English has no code-switched or parallel lines).
         switch_prob: probability that a content word of a code-switched clause is written in English.
+        everyday_share: fraction of general-domain clauses (corpus, alignment pairs, multi-way set) that are everyday
+            clauses in the commands' vocabulary (`EVERYDAY_OBJECTS`); 0 gives the first world's disjoint domains.
         n_train: task training commands (rendered in every supervised language).
         n_dev, n_test: task dev / test commands, rendered in every language (parallel, as MASSIVE's splits).
         n_parallel: alignment pairs per non-pivot language (general domain, X -> English).
@@ -536,6 +602,7 @@ class WorldConfig:
     copy_share: float = 0.5
     switch_share: float = 0.25
     switch_prob: float = 0.4
+    everyday_share: float = 0.5
     voice_share: float = 0.1
     parallel_share: float = 0.03
     n_train: int = 2000
@@ -718,7 +785,7 @@ def build_world(config: WorldConfig, out_dir: str | Path) -> WorldPaths:
         The paths written.
     """
     out = Path(out_dir)
-    world = World(config.n_languages, config.seed)
+    world = World(config.n_languages, config.seed, config.everyday_share)
 
     def stream(part: str) -> random.Random:
         return random.Random(f"{config.seed}:{part}")
