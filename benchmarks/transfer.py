@@ -1,6 +1,7 @@
 """Does mid-align transfer? The demo over several fine-tuning seeds, and at a bottom, middle and top layer.
 
     python benchmarks/transfer.py [--preset default] [--seeds 0 1 2] [--layers 0.125 1.0] [--workdir runs/bench]
+                                  [--align_weight W]
 
 One world and one pretrained base model (cached in the workdir) are shared by every run; each seed fine-tunes
 its own baseline, mid-align, align-only and merged adapters. Prints a markdown report (mean and standard
@@ -34,12 +35,14 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--layers", nargs="*", default=["0.125", "1.0"], help="extra alignment layers (first seed)")
     p.add_argument("--workdir", default="runs/bench")
+    p.add_argument("--align_weight", type=float, help="override the demo's alignment loss weight")
     args = p.parse_args(argv)
+    extra = {} if args.align_weight is None else {"align_weight": args.align_weight}
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
-    runs = {seed: run_demo(DemoConfig(preset=args.preset, seed=seed), args.workdir) for seed in args.seeds}
+    runs = {seed: run_demo(DemoConfig(preset=args.preset, seed=seed, **extra), args.workdir) for seed in args.seeds}
     layer_runs = {
-        layer: run_demo(DemoConfig(preset=args.preset, seed=args.seeds[0], align_layer=layer), args.workdir)
+        layer: run_demo(DemoConfig(preset=args.preset, seed=args.seeds[0], align_layer=layer, **extra), args.workdir)
         for layer in args.layers
     }
     total = time.perf_counter() - started
@@ -53,6 +56,14 @@ def main(argv: list[str] | None = None) -> str:
         f"Preset `{args.preset}`, seeds {args.seeds}, {len(first['languages'])} languages "
         f"(supervised: {', '.join(first['supervised'])}), alignment at block {layer} of "
         f"{len(first['retrieval']['base']['margin']) - 1}. Mean ± standard deviation over seeds.",
+        "",
+        "Fine-tuning: "
+        + ", ".join(
+            f"{k} {first['config'][k]}"
+            for k in ("batch_size", "align_batch_size", "align_weight", "align_detach_tgt", "align_schedule")
+            if k in first["config"]
+        )
+        + ".",
         "",
         "| system | transfer slot-type F1 | transfer intent acc. | transfer slot F1 (copied values) | "
         "supervised slot F1 | held-out retrieval at block "

@@ -21,9 +21,9 @@ def test_every_stage_writes_its_outputs(demo):
     assert (work / "world" / "world.json").is_file() and (work / "world" / "corpus.txt").is_file()
     assert (work / "base" / "model.safetensors").is_file() and (work / "base" / "tokenizer.json").is_file()
     runs = work / "seed0"
-    for name in ("baseline", "mid-align", "align-only", "merged-w0.25"):
+    for name in ("baseline", "mid-align", "align-only", "merged-w0.05"):
         assert (runs / name / "adapter_model.safetensors").is_file(), name
-    assert (runs / "merged-w0.25" / "merge_recipe.json").is_file()
+    assert (runs / "merged-w0.05" / "merge_recipe.json").is_file()
     for name in ("results.json", "report.md", "transfer.png", "retrieval.png", "analysis/summary.json"):
         assert (runs / name).is_file(), name
     assert json.loads((runs / "results.json").read_text()) == json.loads(json.dumps(results))
