@@ -69,8 +69,11 @@ class _NonFiniteGradientGuard(TrainerCallback):
         if args.fp16 or self.trainer.is_deepspeed_enabled:
             return
         grads = [p.grad for p in self.trainer.model.parameters() if p.grad is not None]
-        bad = any(not torch.isfinite(g.to_local() if hasattr(g, "to_local") else g).all() for g in grads)
-        self.trainer.stop_if_non_finite(torch.tensor(float("nan") if bad else 0.0), "gradient")
+        if not grads:
+            return
+        # One sum on the device per step (NaN or inf in any gradient makes it non-finite), one sync in the check.
+        total = torch.stack([(g.to_local() if hasattr(g, "to_local") else g).float().sum() for g in grads]).sum()
+        self.trainer.stop_if_non_finite(total, "gradient")
 
 
 class MidAlignTrainer(SFTTrainer):
