@@ -1,11 +1,12 @@
 """Does mid-align transfer? The demo over several fine-tuning seeds, and at a bottom, middle and top layer.
 
-    python benchmarks/transfer.py [--preset default] [--seeds 0 1 2] [--layers 0.125 1.0] [--workdir runs/bench]
-                                  [--align_weight W]
+    python benchmarks/transfer.py [--preset default] [--seeds 0 1 2] [--layers 0.125 1.0] [--layer_seeds 0 1 2]
+                                  [--workdir runs/bench] [--align_weight W]
 
 One world and one pretrained base model (cached in the workdir) are shared by every run; each seed fine-tunes
-its own baseline, mid-align, align-only and merged adapters. Prints a markdown report (mean and standard
-deviation over seeds) for benchmarks/RESULTS.md and writes it to WORKDIR/transfer.md.
+its own baseline, mid-align, align-only and merged adapters, and mid-align again at each of `--layers`. Prints a
+markdown report (mean and standard deviation over seeds) for benchmarks/RESULTS.md and writes it to
+WORKDIR/transfer.md.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=["ci", "default"], default="default")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--layers", nargs="*", default=["0.125", "1.0"], help="extra alignment layers (first seed)")
+    p.add_argument("--layers", nargs="*", default=["0.125", "1.0"], help="extra alignment layers to compare")
+    p.add_argument("--layer_seeds", type=int, nargs="*", help="seeds of the layer comparison (default: every seed)")
     p.add_argument("--workdir", default="runs/bench")
     p.add_argument("--align_weight", type=float, help="override the demo's alignment loss weight")
     args = p.parse_args(argv)
@@ -41,8 +43,14 @@ def main(argv: list[str] | None = None) -> str:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     runs = {seed: run_demo(DemoConfig(preset=args.preset, seed=seed, **extra), args.workdir) for seed in args.seeds}
+    layer_seeds = args.seeds if args.layer_seeds is None else args.layer_seeds
+    if not set(layer_seeds) <= set(args.seeds):
+        p.error(f"--layer_seeds {layer_seeds} must be among --seeds {args.seeds}")
     layer_runs = {
-        layer: run_demo(DemoConfig(preset=args.preset, seed=args.seeds[0], align_layer=layer, **extra), args.workdir)
+        layer: {
+            seed: run_demo(DemoConfig(preset=args.preset, seed=seed, align_layer=layer, **extra), args.workdir)
+            for seed in layer_seeds
+        }
         for layer in args.layers
     }
     total = time.perf_counter() - started
@@ -107,18 +115,33 @@ def main(argv: list[str] | None = None) -> str:
     if layer_runs:
         lines += [
             "",
-            f"5. Alignment layer (seed {args.seeds[0]}):",
+            f"5. Alignment layer (seeds {layer_seeds}; retrieval gain: mid-align - baseline at the aligned block):",
             "",
-            "| aligned block | transfer slot-type F1 | transfer intent acc. | transfer slot F1 | supervised slot F1 |",
-            "|---:|---:|---:|---:|---:|",
+            "| aligned block | transfer slot-type F1 | transfer intent acc. | transfer slot F1 | supervised slot F1 | "
+            "retrieval gain |",
+            "|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in [first, *layer_runs.values()]:
-            cells = [f"{avg(r, 'mid-align', 'transfer', m):.1f}" for m in ("slot_type_f1", "intent_acc", "slot_f1")]
-            cells.append(f"{avg(r, 'mid-align', 'supervised', 'slot_f1'):.1f}")
-            lines.append(f"| {r['align_layer_index']} | " + " | ".join(cells) + " |")
-        base_sup = avg(first, "baseline", "supervised", "slot_f1")
-        base_cells = [f"{avg(first, 'baseline', 'transfer', m):.1f}" for m in ("slot_type_f1", "intent_acc", "slot_f1")]
-        lines.append("| baseline | " + " | ".join(base_cells) + f" | {base_sup:.1f} |")
+        middle = {seed: runs[seed] for seed in layer_seeds if seed in runs}
+        for by_seed in [middle, *layer_runs.values()]:
+            rs = list(by_seed.values())
+            cells = [
+                fmt([avg(r, "mid-align", "transfer", m) for r in rs]) for m in ("slot_type_f1", "intent_acc", "slot_f1")
+            ]
+            cells.append(fmt([avg(r, "mid-align", "supervised", "slot_f1") for r in rs]))
+            at = rs[0]["align_layer_index"]
+            gain = [
+                100 * (r["retrieval"]["mid-align"]["margin"][at] - r["retrieval"]["baseline"]["margin"][at]) for r in rs
+            ]
+            lines.append(f"| {at} | " + " | ".join(cells) + f" | {fmt(gain)} |")
+        rs = list(middle.values())
+        base_cells = [
+            fmt([avg(r, "baseline", "transfer", m) for r in rs]) for m in ("slot_type_f1", "intent_acc", "slot_f1")
+        ]
+        lines.append(
+            "| baseline | "
+            + " | ".join(base_cells)
+            + f" | {fmt([avg(r, 'baseline', 'supervised', 'slot_f1') for r in rs])} | |"
+        )
     lines += [
         "",
         "Base model, retrieval per layer on the held-out multi-way set (all directions), %:",

@@ -56,3 +56,15 @@ def test_rerun_reuses_every_stage(demo, capsys):
     after = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
     assert before == after
     assert "transfer" in capsys.readouterr().out
+
+
+def test_another_alignment_layer_reuses_the_baseline(demo, capsys):
+    work, _ = demo
+    baseline = work / "seed0" / "baseline" / "adapter_model.safetensors"
+    stamp = baseline.stat().st_mtime_ns
+    assert main(["demo", "--preset", "ci", "--workdir", str(work), "--smallest", "--align_layer", "1.0"]) == 0
+    assert baseline.stat().st_mtime_ns == stamp
+    results = json.loads((work / "seed0" / "results@1.0.json").read_text())
+    assert results["align_layer_index"] == 4  # the top of the 4 blocks
+    assert (work / "seed0" / "mid-align@1.0" / "adapter_model.safetensors").is_file()
+    assert "report@1.0.md" in capsys.readouterr().out

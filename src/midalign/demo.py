@@ -324,9 +324,12 @@ def _report(results: dict, tag: str = "") -> str:
     return "\n".join(lines)
 
 
-def main(preset: str, workdir: str, seed: int = 0, *, smallest: bool = False) -> int:
+def main(
+    preset: str, workdir: str, seed: int = 0, *, align_layer: str = DemoConfig.align_layer, smallest: bool = False
+) -> int:
     """`midalign demo`: run, print the summary table, point to the report."""
-    results = run_demo(DemoConfig(preset=preset, seed=seed, smallest=smallest), workdir)
+    results = run_demo(DemoConfig(preset=preset, seed=seed, align_layer=align_layer, smallest=smallest), workdir)
     print(_report(results).split("\n## Per language")[0])
-    print(f"full report: {Path(workdir) / f'seed{seed}' / 'report.md'}")
+    tag = "" if align_layer == DemoConfig.align_layer else f"@{align_layer}"
+    print(f"full report: {Path(workdir) / f'seed{seed}' / f'report{tag}.md'}")
     return 0

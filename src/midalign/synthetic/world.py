@@ -76,6 +76,12 @@ DATES = ("today", "tomorrow", "monday", "tuesday", "wednesday", "thursday", "fri
 HOURS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 MINUTES = ("fifteen", "thirty", "forty_five")
 DAY_HALVES = ("am", "pm")
+# `WorldConfig.clock_digits` (off by default): clock times written with digits shared by every language (`7:15 pm`),
+# as MASSIVE's utterances mostly write them, with only the day half a word of each language. It was tried because
+# mean-pooled alignment blurred the spelt-out hour words (`seven pm` -> `ten pm`) in the supervised language; with
+# digits, English slot F1 fell to about 70 for the task-only baseline too, which then wrote wrong hours and days
+# instead of copying them (docs/demo.md, "What was tried", row 13).
+CLOCK = {**{hour: str(i) for i, hour in enumerate(HOURS, 1)}, "fifteen": "15", "thirty": "30", "forty_five": "45"}
 WORD_SLOTS = {"genre": GENRES, "food": FOODS, "room": ROOMS, "event": EVENTS, "date": DATES}
 ENTITY_SLOTS = ("city", "person", "song", "artist", "restaurant")
 # Everyday clauses (`WorldConfig.everyday_share`): general-domain sentences about people doing everyday things, which
@@ -384,11 +390,12 @@ class World:
         seed: fixes every lexicon and entity.
     """
 
-    def __init__(self, n_languages: int = 8, seed: int = 0, everyday_share: float = 0.0):
+    def __init__(self, n_languages: int = 8, seed: int = 0, everyday_share: float = 0.0, clock_digits: bool = False):
         if not 2 <= n_languages <= len(LANGUAGE_TABLE):
             raise ConfigError(f"n_languages must be within 2..{len(LANGUAGE_TABLE)}, got {n_languages}")
         self.seed = seed
         self.everyday_share = everyday_share
+        self.clock_digits = clock_digits
         self.languages = {spec.code: Language(spec, seed) for spec in LANGUAGE_TABLE[:n_languages]}
         self.pivot = self.languages[PIVOT]
         rng = random.Random(f"{seed}:entities")
@@ -487,6 +494,13 @@ class World:
 
     # rendering ---------------------------------------------------------------------------------------------
 
+    def clock(self, atoms: tuple[str, ...], word: Callable[[str], str]) -> list[str]:
+        """The words of a time `(hour, [minute], day half)`: `7:15` and the day half's word with `clock_digits`."""
+        if not self.clock_digits:
+            return [word(atom) for atom in atoms]
+        *numbers, half = atoms
+        return [":".join(CLOCK[n] for n in numbers), word(half)]
+
     def entity(self, reference: str, lang: str) -> str:
         """Write an entity reference `@kind:index` in `lang`'s script."""
         kind, _, index = reference[1:].partition(":")
@@ -529,7 +543,9 @@ class World:
             place = [adposition, *place] if language.spec.prepositions else [*place, adposition]
         for adposition, atoms in (("at", clause.time), ("on", (clause.date,) if clause.date else None)):
             if atoms:  # time and date adjuncts follow the place
-                phrase = [lex().word(atom) for atom in atoms]
+                phrase = (
+                    self.clock(atoms, lambda atom: lex().word(atom)) if adposition == "at" else [lex().word(atoms[0])]
+                )
                 head = language.word(adposition)
                 place += [head, *phrase] if language.spec.prepositions else [*phrase, head]
         order = {
@@ -567,6 +583,8 @@ class World:
         if isinstance(unit, str):
             return self.languages[lang].word(unit), None
         slot, atoms = unit
+        if slot == "time":
+            return " ".join(self.clock(atoms, self.languages[lang].word)), slot
         words = [self.entity(a, lang) if a.startswith("@") else self.languages[lang].word(a) for a in atoms]
         return " ".join(words), slot
 
@@ -589,6 +607,8 @@ class WorldConfig:
         switch_prob: probability that a content word of a code-switched clause is written in English.
         everyday_share: fraction of general-domain clauses (corpus, alignment pairs, multi-way set) that are everyday
             clauses in the commands' vocabulary (`EVERYDAY_OBJECTS`); 0 gives the first world's disjoint domains.
+        clock_digits: clock times written with digits in every language (`7:15 pm`, only the day half translated)
+            instead of each language's number words (the default; see `CLOCK`).
         n_train: task training commands (rendered in every supervised language).
         n_dev, n_test: task dev / test commands, rendered in every language (parallel, as MASSIVE's splits).
         n_parallel: alignment pairs per non-pivot language (general domain, X -> English).
@@ -603,6 +623,7 @@ class WorldConfig:
     switch_share: float = 0.25
     switch_prob: float = 0.4
     everyday_share: float = 0.5
+    clock_digits: bool = False
     voice_share: float = 0.1
     parallel_share: float = 0.03
     n_train: int = 2000
@@ -785,7 +806,7 @@ def build_world(config: WorldConfig, out_dir: str | Path) -> WorldPaths:
         The paths written.
     """
     out = Path(out_dir)
-    world = World(config.n_languages, config.seed, config.everyday_share)
+    world = World(config.n_languages, config.seed, config.everyday_share, config.clock_digits)
 
     def stream(part: str) -> random.Random:
         return random.Random(f"{config.seed}:{part}")
