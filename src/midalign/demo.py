@@ -62,6 +62,11 @@ class DemoConfig:
     eval_limit: int | None = None  # test utterances per language (None: all)
     smallest: bool = False  # the test suite's settings: a few steps of everything
 
+    @property
+    def tag(self) -> str:
+        """Suffix of the outputs of runs at another alignment layer (`mid-align@1.0`, `results@1.0.json`)."""
+        return "" if self.align_layer == DemoConfig.align_layer else f"@{self.align_layer}"
+
     def world_config(self):
         from midalign.synthetic.world import WorldConfig
 
@@ -177,7 +182,7 @@ def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
     tokenizer = load_tokenizer(base)
     runs = work / f"seed{config.seed}"
     # The baseline does not depend on the alignment layer; runs at other layers share it (`mid-align@1.0`, ...).
-    tag = "" if config.align_layer == DemoConfig.align_layer else f"@{config.align_layer}"
+    tag = config.tag
     systems = {
         "baseline": _train(config, base, paths, runs / "baseline", "baseline"),
         "mid-align": _train(config, base, paths, runs / f"mid-align{tag}", "mid-align"),
@@ -328,8 +333,8 @@ def main(
     preset: str, workdir: str, seed: int = 0, *, align_layer: str = DemoConfig.align_layer, smallest: bool = False
 ) -> int:
     """`midalign demo`: run, print the summary table, point to the report."""
-    results = run_demo(DemoConfig(preset=preset, seed=seed, align_layer=align_layer, smallest=smallest), workdir)
+    config = DemoConfig(preset=preset, seed=seed, align_layer=align_layer, smallest=smallest)
+    results = run_demo(config, workdir)
     print(_report(results).split("\n## Per language")[0])
-    tag = "" if align_layer == DemoConfig.align_layer else f"@{align_layer}"
-    print(f"full report: {Path(workdir) / f'seed{seed}' / f'report{tag}.md'}")
+    print(f"full report: {Path(workdir) / f'seed{seed}' / f'report{config.tag}.md'}")
     return 0

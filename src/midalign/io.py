@@ -161,14 +161,19 @@ def loads_json(
     return value
 
 
-def _read_text(path: str | os.PathLike) -> str:
+def read_bytes_checked(path: str | os.PathLike) -> bytes:
+    """The bytes of `path`, or a `DataError` naming it when it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path=str(path))
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    data = read_bytes_checked(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

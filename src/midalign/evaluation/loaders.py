@@ -29,7 +29,7 @@ from midalign.data.readers import iter_jsonl
 from midalign.errors import ConfigError, DataError
 from midalign.evaluation.languages import MASSIVE_LOCALES, language_name
 from midalign.evaluation.slots import format_slots, parse_annot_utt, parse_slot_output
-from midalign.io import check_name, loads_json
+from midalign.io import check_name, loads_json, read_bytes_checked
 
 TASKS = ("slot", "mt", "json")
 
@@ -52,12 +52,7 @@ def translation_system_prompt(src_lang: str, tgt_lang: str) -> str:
 
 def _read_lines(path: str | os.PathLike) -> list[str]:
     path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", path=str(path))
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror}", path=str(path)) from None
+    data = read_bytes_checked(path)
     lines = []
     for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
         try:
