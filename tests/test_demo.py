@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
+from midalign import evaluation
 from midalign.cli import main
 from midalign.demo import METRICS, DemoConfig, run_demo
 
@@ -49,13 +51,36 @@ def test_alignment_loss_fell(demo):
     assert sum(losses[-3:]) < sum(losses[:3])
 
 
-def test_rerun_reuses_every_stage(demo, capsys):
+def test_rerun_reuses_every_stage(demo, capsys, monkeypatch):
     work, _ = demo
     before = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
+    monkeypatch.setattr(evaluation, "generate", _refuse)  # the predictions come from the cache
     assert main(["demo", "--preset", "ci", "--workdir", str(work), "--smallest"]) == 0
     after = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
     assert before == after
     assert "transfer" in capsys.readouterr().out
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("generated again")
+
+
+def test_a_rewritten_adapter_is_evaluated_again(demo, monkeypatch):
+    work, results = demo
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["desc"])
+        return real(*args, **kwargs)
+
+    real = evaluation.generate
+    monkeypatch.setattr(evaluation, "generate", counting)
+    weights = work / "seed0" / "merged-w0.05" / "adapter_model.safetensors"
+    later = (work / "seed0" / "eval-cache" / "merged-w0.05.jsonl").stat().st_mtime_ns + 10**9
+    os.utime(weights, ns=(later, later))
+    again = run_demo(DemoConfig(preset="ci", smallest=True), work)
+    assert calls == ["evaluate merged"]
+    assert again["systems"] == json.loads(json.dumps(results["systems"]))  # greedy decoding: the same outputs
 
 
 def test_another_alignment_layer_reuses_the_baseline(demo, capsys):
@@ -68,3 +93,6 @@ def test_another_alignment_layer_reuses_the_baseline(demo, capsys):
     assert results["align_layer_index"] == 4  # the top of the 4 blocks
     assert (work / "seed0" / "mid-align@1.0" / "adapter_model.safetensors").is_file()
     assert "report@1.0.md" in capsys.readouterr().out
+    report = (work / "seed0" / "report@1.0.md").read_text()
+    for plot in ("transfer@1.0.png", "retrieval@1.0.png"):  # the report shows its own run's plots
+        assert f"]({plot})" in report and (work / "seed0" / plot).is_file()

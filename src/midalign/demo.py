@@ -147,11 +147,34 @@ def _averages(scores: dict[str, dict[str, float]], supervised: list[str]) -> dic
     return out
 
 
+def _predict(base: Path, tokenizer, adapter: Path, examples: list[dict], cache: Path, desc: str) -> list[str]:
+    """Greedy outputs of `base` + `adapter` for the examples' prompts, reused from `cache` when still valid.
+
+    The cache (`<cache>/<adapter folder>.jsonl`, prompt and output per line) is valid for the same prompts in the
+    same order and an adapter not rewritten since, so re-running the demo or the benchmark does not generate again.
+    """
+    from midalign.evaluation import generate
+    from midalign.modeling import load_model
+
+    prompts = [e["prompt"] for e in examples]
+    path = cache / f"{adapter.name}.jsonl"
+    weights = max(p.stat().st_mtime_ns for p in adapter.glob("*.safetensors"))
+    if path.is_file() and path.stat().st_mtime_ns >= weights:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        if [r["prompt"] for r in rows] == prompts:
+            return [r["output"] for r in rows]
+    model = load_model(base, adapter=adapter, dtype="float32")
+    outputs = generate(model, tokenizer, prompts, chat_template=False, batch_size=64, max_new_tokens=48, desc=desc)
+    rows = [{"prompt": p, "output": o} for p, o in zip(prompts, outputs, strict=True)]
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return outputs
+
+
 def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
     """Run every stage into `workdir` and return (and write) `results.json`."""
     from midalign.analysis import analyze
     from midalign.analysis.report import plot_curves, write_report
-    from midalign.evaluation import evaluate
+    from midalign.evaluation import prediction_rows, score_by_language
     from midalign.merging import merge_adapters
     from midalign.modeling import load_model, load_tokenizer
     from midalign.synthetic.pretrain import pretrain
@@ -205,19 +228,10 @@ def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
     scores: dict[str, dict[str, dict[str, float]]] = {}
     predictions = {}
     for name, adapter in systems.items():
-        model = load_model(base, adapter=adapter, dtype="float32")
-        result = evaluate(
-            model,
-            tokenizer,
-            examples,
-            "slot",
-            batch_size=64,
-            max_new_tokens=48,
-            chat_template=False,
-            desc=f"evaluate {name}",
-        )
-        scores[name] = {lang: {m: s.get(m, math.nan) for m in METRICS} for lang, s in result.scores.items()}
-        predictions[name] = result.rows(name)
+        outputs = _predict(base, tokenizer, adapter, examples, runs / "eval-cache", desc=f"evaluate {name}")
+        by_language = score_by_language("slot", examples, outputs)
+        scores[name] = {lang: {m: s.get(m, math.nan) for m in METRICS} for lang, s in by_language.items()}
+        predictions[name] = prediction_rows(examples, outputs, name)
     done("evaluate")
 
     model = load_model(base, dtype="float32")
@@ -319,9 +333,9 @@ def _report(results: dict, tag: str = "") -> str:
         )
     lines += [
         "",
-        "![transfer](transfer.png)",
+        f"![transfer](transfer{tag}.png)",
         "",
-        "![retrieval](retrieval.png)",
+        f"![retrieval](retrieval{tag}.png)",
         "",
         f"Seconds per stage: {results['seconds']}",
         "",
