@@ -8,6 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from seqeval.metrics import f1_score
+from seqeval.metrics.sequence_labeling import get_entities
 
 from midalign.errors import DataError
 from midalign.evaluation.slots import (
@@ -86,14 +87,24 @@ def test_split_units_words_and_characters():
     assert split_units("用ｉＰｈｏｎｅ", char_split=True) == ["用", "iphone"]
 
 
-def test_place_slots_takes_the_first_free_occurrence_and_reports_the_rest():
+def test_place_slots_fills_free_occurrences_and_reports_the_rest():
     units = split_units("nine or nine", char_split=False)
     tags, unplaced = place_slots(units, [("time", "nine"), ("time", "nine"), ("time", "nine")], char_split=False)
     assert tags == ["B-time", "O", "B-time"]
     assert unplaced == [("time", "nine")]
-    tags, unplaced = place_slots(units, [("time", "Nine or"), ("date", "or nine")], char_split=False)
-    assert tags == ["B-time", "I-time", "O"]  # the second value overlaps the first: it is not placed
-    assert unplaced == [("date", "or nine")]
+    # Two overlapping values: one is placed, the same one whichever order they were written in.
+    for slots in ([("time", "Nine or"), ("date", "or nine")], [("date", "or nine"), ("time", "Nine or")]):
+        tags, unplaced = place_slots(units, slots, char_split=False)
+        assert tags == ["O", "B-date", "I-date"]
+        assert unplaced == [("time", "Nine or")]
+
+
+def test_place_slots_places_as_many_values_as_fit():
+    # First-free placement in written order would put `a b` on units 0-1 and leave `b c` nowhere.
+    units = split_units("a b c a b", char_split=False)
+    tags, unplaced = place_slots(units, [("x", "a b"), ("y", "b c")], char_split=False)
+    assert unplaced == []
+    assert tags == ["O", "B-y", "I-y", "B-x", "I-x"]
 
 
 def scores(predictions, golds, utterances=None, lang="en", **kwargs):
@@ -157,6 +168,26 @@ def test_gold_value_missing_from_the_utterance_is_a_false_negative():
     assert (s["slot_gold"], s["slot_unplaced_gold"], s["slot_recall"]) == (2, 1, 50.0)
 
 
+@pytest.mark.parametrize(
+    ("utterance", "lang", "long", "short"),
+    [
+        ("set an alarm for five thirty and another for five", "en", "five thirty", "five"),
+        ("九点半和九点叫醒我", "zh-CN", "九点半", "九点"),
+        ("九時半と九時に起こして", "ja-JP", "九時半", "九時"),
+    ],
+)
+def test_a_value_inside_another_scores_the_same_in_any_order(utterance, lang, long, short):
+    gold_orders = [f"time: {long}; time: {short}", f"time: {short}; time: {long}"]
+    for gold in gold_orders:
+        for prediction in gold_orders:
+            s = scores([prediction], [gold], [utterance], lang=lang)
+            assert (s["slot_f1"], s["exact_match"], s["slot_unplaced_gold"]) == (100.0, 100.0, 0)
+        for alone in (short, long):  # one of two gold values, the right one: P 100, R 50
+            s = scores([f"time: {alone}"], [gold], [utterance], lang=lang)
+            assert (s["slot_tp"], s["slot_precision"], s["slot_recall"]) == (1, 100.0, 50.0)
+            assert s["slot_f1"] == pytest.approx(200 / 3)
+
+
 def test_characters_for_chinese_and_japanese_words_elsewhere():
     utt = ["星期五早上九点叫醒我"]
     s = scores(["date: 星期五; time: 早上 九点"], ["date: 星期五; time: 早上九点"], utt, lang="zh-CN")
@@ -216,7 +247,8 @@ def test_equals_seqeval_micro_f1_when_every_value_is_placed(cases):
         pred_slots = [(t, " ".join(words[a:b])) for t, a, b in pred]
         units = split_units(" ".join(words), char_split=False)
         g_tags, g_unplaced = place_slots(units, gold_slots, char_split=False)
-        p_tags, p_unplaced = place_slots(units, pred_slots, char_split=False)
+        gold_entities = set(get_entities(g_tags))
+        p_tags, p_unplaced = place_slots(units, pred_slots, char_split=False, gold_entities=gold_entities)
         assume(not g_unplaced and not p_unplaced)
         utterances.append(" ".join(words))
         golds.append(format_slots(gold_slots))
@@ -226,3 +258,52 @@ def test_equals_seqeval_micro_f1_when_every_value_is_placed(cases):
     assume(any(t != "O" for tags in gold_tags + pred_tags for t in tags))  # seqeval is undefined without entities
     ours = score_slots(preds, golds, utterances, lang="en")["slot_f1"]
     assert ours == pytest.approx(100 * f1_score(gold_tags, pred_tags))
+
+
+def _occurrences(units, value):
+    n = len(value)
+    return [i for i in range(len(units) - n + 1) if units[i : i + n] == value]
+
+
+def _brute_force_tp(units, gold, pred):
+    """Most true positives over every placement of the predicted values (a value may also stay unplaced),
+    against the gold placed the same exhaustive way (as many gold values as fit): the best a tagger that
+    wrote these values could have been credited with."""
+
+    def assignments(slots):
+        options = [[None, *_occurrences(units, v.split())] for _, v in slots]
+        for starts in itertools.product(*options):
+            placed = [(t, s, s + len(v.split())) for (t, v), s in zip(slots, starts, strict=True) if s is not None]
+            cells = [c for _, a, b in placed for c in range(a, b)]
+            if len(cells) == len(set(cells)):  # no two values share a unit
+                yield set(placed)
+
+    gold_max = max(len(a) for a in assignments(gold))
+    gold_placements = [a for a in assignments(gold) if len(a) == gold_max]
+    # Ties between maximal gold placements are resolved by the scorer's canonical rule; the brute force
+    # accepts any of them, so both bounds are checked.
+    best = [max(len(g & p) for p in assignments(pred)) for g in gold_placements]
+    return min(best), max(best), gold_max
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "b", "five", "thirty"]), min_size=1, max_size=7),
+    st.lists(st.tuples(st.sampled_from(["t", "d"]), st.integers(0, 6), st.integers(1, 3)), max_size=3),
+    st.lists(st.tuples(st.sampled_from(["t", "d"]), st.integers(0, 6), st.integers(1, 3)), max_size=3),
+    st.randoms(use_true_random=False),
+)
+def test_span_scores_are_order_free_and_as_good_as_the_best_placement(words, gold_spans, pred_spans, rng):
+    def slots(spans):
+        return [(t, " ".join(words[a : a + n])) for t, a, n in spans if a + n <= len(words)]
+
+    gold, pred = slots(gold_spans), slots(pred_spans)
+    utterance = " ".join(words)
+    s = scores([format_slots(pred)], [format_slots(gold)], [utterance])
+    for _ in range(3):  # any order of either list gives the same counts
+        shuffled_gold, shuffled_pred = rng.sample(gold, len(gold)), rng.sample(pred, len(pred))
+        t = scores([format_slots(shuffled_pred)], [format_slots(shuffled_gold)], [utterance])
+        assert (t["slot_tp"], t["slot_pred"], t["slot_gold"]) == (s["slot_tp"], s["slot_pred"], s["slot_gold"])
+    low, high, gold_placed = _brute_force_tp(words, gold, pred)
+    assert low <= s["slot_tp"] <= high
+    assert s["slot_gold"] - s["slot_unplaced_gold"] == gold_placed

@@ -8,9 +8,12 @@ utterance's units (words; characters for languages written without spaces, with 
 whole as MASSIVE does for code-switched words), turned into BIO tags and read back as entities with
 seqeval. Generated values can do what a tagger cannot, so these rules decide how they count:
 
-- a value is placed on the first occurrence of its units in the utterance whose units are still
-  untagged; comparison is case-insensitive after Unicode NFKC, and whitespace inside a value is
-  irrelevant;
+- placement never depends on the order the slots were written in (`place_slots`): the gold values are
+  placed so that as many as possible find free, non-overlapping units (longest first, then leftmost);
+  a predicted value equal to a gold entity of the same type takes that entity's span, so a value that
+  occurs twice or inside another (`five` in `five thirty`, `九点` in `九点半`) is credited with the
+  occurrence the gold means; the other predicted values are placed like the gold's. Comparison is
+  case-insensitive after Unicode NFKC, and whitespace inside a value is irrelevant;
 - a predicted value that cannot be placed (not in the utterance, or a duplicate whose every
   occurrence is already taken) is a false positive; a gold value that cannot be placed (possible
   only with hand-written golds) is a false negative; both are counted, not dropped;
@@ -158,37 +161,111 @@ def split_units(text: str, *, char_split: bool) -> list[str]:
     return _CHAR_UNITS.findall(text) if char_split else text.split()
 
 
+def _occurrences(units: Sequence[str], want: Sequence[str]) -> list[int]:
+    """Start positions where the unit sequence `want` occurs in `units`."""
+    n = len(want)
+    return [s for s in range(len(units) - n + 1) if n and list(units[s : s + n]) == list(want)]
+
+
+# Slots per utterance are few (MASSIVE: at most 8), so an exhaustive search is cheap; the budget only bounds
+# adversarial inputs (many copies of one word), where the search keeps the best assignment found so far.
+_SEARCH_BUDGET = 20_000
+
+
+def _max_placement(units: Sequence[str], wants: Sequence[tuple[str, ...]], taken: Sequence[bool]) -> list[int | None]:
+    """Non-overlapping starts for as many of `wants` as possible (None = not placed).
+
+    Among the assignments that place the most values, the first in the search order wins: values in the
+    given order, each at its leftmost free occurrence first. The caller sorts the values canonically, so the
+    result does not depend on the order they were written in.
+    """
+    starts = [_occurrences(units, w) for w in wants]
+    best: list[int | None] = [None] * len(wants)
+    best_count, nodes = -1, 0
+    current: list[int | None] = []
+    free = [not t for t in taken]
+
+    def search(i: int, count: int) -> None:
+        nonlocal best, best_count, nodes
+        nodes += 1
+        if count + (len(wants) - i) <= best_count or nodes > _SEARCH_BUDGET:
+            return  # cannot beat the best assignment found (or out of budget)
+        if i == len(wants):
+            best, best_count = list(current), count
+            return
+        n = len(wants[i])
+        for s in starts[i]:
+            if all(free[s : s + n]):
+                free[s : s + n] = [False] * n
+                current.append(s)
+                search(i + 1, count + 1)
+                current.pop()
+                free[s : s + n] = [True] * n
+        current.append(None)
+        search(i + 1, count)
+        current.pop()
+
+    search(0, 0)
+    return best
+
+
 def place_slots(
-    units: Sequence[str], slots: Sequence[tuple[str, str]], *, char_split: bool
+    units: Sequence[str],
+    slots: Sequence[tuple[str, str]],
+    *,
+    char_split: bool,
+    gold_entities: Collection[tuple[str, int, int]] = (),
 ) -> tuple[list[str], list[tuple[str, str]]]:
-    """Tag each slot value on the first still-untagged occurrence of its units.
+    """Tag slot values onto the utterance's units; the result does not depend on the order of `slots`.
+
+    A generated `type: value` list says what, not where. So a predicted value that equals a gold entity of
+    the same type (`gold_entities`, from the gold's own placement) takes that entity's span: when a value
+    occurs twice, or inside another value (`five` in `five thirty`, `九点` in `九点半`), the model is credited
+    with the occurrence the gold means. The remaining values are placed so that as many as possible find
+    free, non-overlapping units (longest values first, leftmost occurrence first among equals).
 
     Args:
         units: the utterance's units (from `split_units`).
-        slots: `(type, value)` pairs, placed in order.
+        slots: `(type, value)` pairs, in any order.
         char_split: how values are split (must match how `units` were made).
+        gold_entities: `(label, start, end)` spans as `seqeval.get_entities` returns them (end inclusive),
+            labels case-folded; empty when placing the gold itself.
 
     Returns:
-        `(tags, unplaced)`: BIO tags over `units` (types case-folded) and the slots that found no
-        free occurrence.
+        `(tags, unplaced)`: BIO tags over `units` (types case-folded) and the slots that found no free
+        occurrence, in canonical order.
     """
     tags = ["O"] * len(units)
-    unplaced = []
-    for slot_type, value in slots:
-        want = split_units(value, char_split=char_split)
-        start = next(
+
+    def tag(label: str, start: int, n: int) -> None:
+        tags[start : start + n] = [f"B-{label}"] + [f"I-{label}"] * (n - 1)
+
+    # Canonical order: longest value first, then by type and text; never the order the model wrote them in.
+    keyed = sorted(
+        ((_fold(t), tuple(split_units(v, char_split=char_split)), (t, v)) for t, v in slots),
+        key=lambda k: (-len(k[1]), k[0], k[1], k[2]),
+    )
+    rest = []
+    for label, want, slot in keyed:
+        match = next(
             (
-                s
-                for s in range(len(units) - len(want) + 1)
-                if list(units[s : s + len(want)]) == want and all(t == "O" for t in tags[s : s + len(want)])
+                (s, e)
+                for g_label, s, e in sorted(gold_entities, key=lambda g: g[1])
+                if g_label == label and tuple(units[s : e + 1]) == want and tags[s] == "O"
             ),
             None,
         )
-        if start is None or not want:
-            unplaced.append((slot_type, value))
-            continue
-        label = _fold(slot_type)
-        tags[start : start + len(want)] = [f"B-{label}"] + [f"I-{label}"] * (len(want) - 1)
+        if match and want:
+            tag(label, match[0], len(want))
+        else:
+            rest.append((label, want, slot))
+    starts = _max_placement(units, [w for _, w, _ in rest], [t != "O" for t in tags])
+    unplaced = []
+    for (label, want, slot), start in zip(rest, starts, strict=True):
+        if start is None:
+            unplaced.append(slot)
+        else:
+            tag(label, start, len(want))
     return tags, unplaced
 
 
@@ -249,8 +326,9 @@ def score_slots(
         pred = parse_slot_output(prediction)
         units = split_units(utterance, char_split=char_split)
         gold_tags, gold_unplaced = place_slots(units, gold.slots, char_split=char_split)
-        pred_tags, pred_unplaced = place_slots(units, pred.slots, char_split=char_split)
-        gold_entities, pred_entities = set(get_entities(gold_tags)), set(get_entities(pred_tags))
+        gold_entities = set(get_entities(gold_tags))
+        pred_tags, pred_unplaced = place_slots(units, pred.slots, char_split=char_split, gold_entities=gold_entities)
+        pred_entities = set(get_entities(pred_tags))
         span["tp"] += len(gold_entities & pred_entities)
         span["pred"] += len(pred_entities) + len(pred_unplaced) + len(pred.malformed)
         span["gold"] += len(gold_entities) + len(gold_unplaced)
