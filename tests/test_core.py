@@ -183,6 +183,74 @@ def test_hidden_states_at_with_lora_and_gradient_checkpointing(tokenizer):
     assert above and all(g is None for g in above)
 
 
+def gemma2_tied():
+    """Tiny Gemma 2: tied input/output embeddings, final-logit soft-capping, embeddings scaled by sqrt(H)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Gemma2Config(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
+        final_logit_softcapping=30.0,
+    )
+    return Gemma2ForCausalLM(cfg).eval()
+
+
+def lora_checkpointed():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        make_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "lm_head"], init_lora_weights=False)
+    )
+    model.train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    return model
+
+
+@pytest.mark.parametrize("build", ["llama", "qwen2", "gemma2-tied", "lora-checkpointed"])
+def test_no_lm_head_product_on_alignment_steps_or_extraction(tokenizer, build):
+    """The head is called (engines' hooks fire as usual) but on no position: no vocabulary-wide product runs."""
+    from midalign.analysis import pooled_states
+    from midalign.layers import unwrap_model
+
+    builders = {"gemma2-tied": gemma2_tied, "lora-checkpointed": lora_checkpointed}
+    model = builders.get(build, lambda: make_model(build).train())()
+    head = unwrap_model(model).get_output_embeddings()
+    head_inputs = []
+    head.register_forward_hook(lambda m, args, out: head_inputs.append(tuple(args[0].shape)))
+    s_ids, s_mask = batch(tokenizer, SRC)
+    t_ids, t_mask = batch(tokenizer, TGT)
+    for early_exit in (True, False):
+        loss = alignment_loss(model, s_ids, s_mask, t_ids, t_mask, layer=2, early_exit=early_exit)
+        loss.backward()
+    pooled_states(model, tokenizer, SRC + TGT, batch_size=3)
+    assert len(head_inputs) == 2 + 3  # two alignment forwards, three extraction batches
+    assert all(shape[1] == 0 for shape in head_inputs), head_inputs  # [B, 0, H]: no position projected
+    # the model's own forward is untouched: its head still projects every position
+    model(input_ids=s_ids, attention_mask=s_mask)
+    assert head_inputs[-1] == (*s_ids.shape, 32)
+
+
+def test_hidden_states_with_tied_embeddings_and_soft_capping(tokenizer):
+    model = gemma2_tied()
+    ids, mask = batch(tokenizer, SRC)
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        for layer in (0, 2, 3):
+            assert torch.equal(hidden_states_at(model, ids, mask, layer), hidden[layer])
+
+
 def test_bad_layers_and_models(tokenizer):
     model = make_model("llama")
     ids, mask = batch(tokenizer, SRC)

@@ -8,9 +8,15 @@ so every index means the same thing.
 Early exit truncates `decoder.layers` to the first `layer` blocks for the duration of one forward (restored
 in `finally`). The forward then runs to its normal end, through the wrapped module's `__call__` (PEFT, DDP,
 FSDP, DeepSpeed all see an ordinary forward), and the state is read by a forward hook on block `layer`.
-`config.num_hidden_layers` is never touched. The causal-LM head then runs on one position only
-(`logits_to_keep=1`) where the model supports it, so the cost above the cut is a norm and one vocabulary
-projection per sentence.
+`config.num_hidden_layers` is never touched.
+
+The causal-LM head is called on no position: `logits_to_keep` gets an empty index tensor, so the head module
+runs on a `[B, 0, H]` input and returns `[B, 0, V]` logits without a vocabulary-wide product, while every engine's
+hooks still fire in the usual order (DeepSpeed ZeRO-3 prefetches by that order). The cost above the cut is the
+final norm. `logits_to_keep=1` would still project one position per sentence, and on that non-contiguous
+`[B, 1, H]` slice `F.linear` reads the whole head matrix once per sentence (benchmarks/RESULTS.md measures it at
+vocabulary 128k). Llama, Qwen2/3, Mistral, Mixtral, Gemma 1-3 and Phi take `logits_to_keep`; a model whose
+`forward` does not runs its head in full.
 """
 
 from __future__ import annotations
@@ -123,7 +129,8 @@ def _accepts_kwarg(model: nn.Module, name: str) -> bool:
 def _forward_kwargs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
     if _accepts_kwarg(model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1  # the LM head is not needed: project one position, not T x vocabulary
+        # The LM head is not needed: keep no position. (`0` would keep all of them, `1` costs a product per row.)
+        kwargs["logits_to_keep"] = torch.empty(0, dtype=torch.long, device=input_ids.device)  # [B, T, H] -> [B, 0, H]
     return kwargs
 
 
@@ -138,7 +145,8 @@ def forward_to_layer(
     """Like `hidden_states_at`, but also return the model's output object.
 
     The trainer needs the output too: under DDP every parameter that the forward touched must receive a
-    gradient, so the alignment loss adds `0 * logits.sum()` (see `midalign.objective`).
+    gradient, so the alignment loss adds `0 * logits.sum()` (see `midalign.objective`). The logits are empty
+    (`[B, 0, V]`) but still tied to the final norm and the head, so that zero reaches them.
     """
     layers = decoder_layers(model)
     n_layers = len(layers)

@@ -87,10 +87,11 @@ def _zero_from(model: nn.Module, outputs) -> torch.Tensor:
     """Zero tied to the forward's output, under a data-parallel engine only.
 
     DDP (with unused parameters allowed), FSDP and DeepSpeed expect a gradient for every parameter the forward
-    reached. The final norm and LM head ran, but the alignment loss does not depend on them; `0 * logits.sum()`
-    gives them (and, when the forward ran every block, the blocks above the alignment layer) a zero gradient, so
-    every rank runs the same reductions. Outside those engines it would only make the backward pass run through
-    those modules for nothing.
+    reached. The final norm ran and the LM head was called (on no position: the logits are `[B, 0, V]`, see
+    `midalign.layers`), but the alignment loss does not depend on them; `0 * logits.sum()` still reaches both
+    through the autograd graph and gives them (and, when the forward ran every block, the blocks above the
+    alignment layer) a zero gradient, so every rank runs the same reductions. Outside those engines it would only
+    make the backward pass run through those modules for nothing.
     """
     logits = getattr(outputs, "logits", None)
     if not is_distributed_wrapper(model) or logits is None or not logits.requires_grad:
