@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 
 import pytest
@@ -130,6 +131,20 @@ def test_tokenize_pairs_leaves_bos_out_of_the_pool(tokenizer):
     assert row["src_pool_mask"] == [1, 1, 1]
     with pytest.raises(DataError, match=r"x\.jsonl:3: field 'tgt': sentence is empty after tokenization"):
         tokenize_pairs([Pair("the cat", " ", "fr", "en", "x.jsonl:3")], tokenizer)
+
+
+def test_cut_parallel_sentences_are_counted_in_the_log(tokenizer, caplog):
+    pairs = [Pair("the big red house", "le chat", "fr", "en"), Pair("the cat", "le chat rouge", "fr", "en")]
+    with caplog.at_level(logging.WARNING, logger="midalign"):
+        rows = tokenize_pairs(pairs, tokenizer, max_length=4)
+    assert len(rows[0]["src_input_ids"]) == 4  # BOS + 3 of 4 words
+    assert "1 of 4 parallel sentences are longer than align_max_length 4 tokens and were cut (the longest has 5)" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="midalign"):
+        tokenize_pairs(pairs, tokenizer, max_length=5)  # at the limit, not over it
+    assert "were cut" not in caplog.text
 
 
 def test_alignment_collator_pads_right(tokenizer):

@@ -6,6 +6,7 @@ task batch carries `input_ids`/`labels`, a joint batch carries both. The trainer
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -19,6 +20,7 @@ from midalign.errors import DataError
 Schedule = Literal["alternate", "joint"]
 LanguageSampling = Literal["uniform", "proportional"]
 ALIGN_PREFIXES = ("src_", "tgt_")
+logger = logging.getLogger(__name__)
 
 
 def is_align_batch(batch: dict) -> bool:
@@ -58,7 +60,28 @@ def tokenize_pairs(
             row[f"{side}_input_ids"] = ids
             row[f"{side}_pool_mask"] = pool
         rows.append(row)
+    _report_cut_sentences(pairs, rows, tokenizer, max_length)
     return rows
+
+
+def _report_cut_sentences(pairs: Sequence[Pair], rows: list[dict], tokenizer, max_length: int) -> None:
+    """Log how many sentences `max_length` cut: a cut sentence no longer says what its translation says."""
+    lengths = [
+        len(tokenizer(getattr(pair, side))["input_ids"])
+        for pair, row in zip(pairs, rows, strict=True)
+        for side in ("src", "tgt")
+        if len(row[f"{side}_input_ids"]) >= max_length  # only a sentence at the limit can have been cut
+    ]
+    cut = [n for n in lengths if n > max_length]
+    if cut:
+        logger.warning(
+            "midalign: %d of %d parallel sentences are longer than align_max_length %d tokens and were cut "
+            "(the longest has %d); raise --align_max_length to keep them whole",
+            len(cut),
+            2 * len(rows),
+            max_length,
+            max(cut),
+        )
 
 
 class AlignmentCollator:

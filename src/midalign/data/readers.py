@@ -1,8 +1,10 @@
 """Readers for task examples and parallel data. Every malformed record raises `DataError` naming file/line/field.
 
 Formats:
-- task JSONL: `{"prompt": str, "completion": str}` or `{"messages": [{"role": ..., "content": ...}, ...]}`;
-  also the authors' released format `{"prefix": prompt, "text": completion, ...}`.
+- task JSONL: `{"prompt": str, "completion": str}`, `{"messages": [{"role": ..., "content": ...}, ...]}`, TRL's
+  conversational prompt-completion `{"prompt": [messages], "completion": [{"role": "assistant", ...}]}`, or the
+  authors' released format `{"prefix": prompt, "text": completion, ...}`. Every format trains on the answer only
+  (`completion_only`).
 - parallel JSONL: `{"src", "tgt", "src_lang", "tgt_lang"}`; the authors' `{"text_parallel_0": X,
   "text_parallel_1": En}`; or multi-way rows `{"en": ..., "de": ..., ...}` expanded to pairs with a pivot.
 - parallel TSV with a header naming the columns `src`, `tgt`, `src_lang`, `tgt_lang`.
@@ -91,24 +93,31 @@ def _lang(code: str, path, line, field: str) -> str:
         raise DataError(str(e), path=str(path), line=line, field=field) from None
 
 
+def _messages(value, path, line, field: str) -> list[dict]:
+    """A validated list of `{"role", "content"}` messages (contents of assistant turns must be non-empty)."""
+    if not isinstance(value, list) or not value:
+        raise DataError("expected a non-empty list of messages", path=str(path), line=line, field=field)
+    clean = []
+    for i, m in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(m, dict):
+            raise DataError("expected an object with role and content", path=str(path), line=line, field=where)
+        role = m.get("role")
+        if role not in ROLES:
+            raise DataError(f"role {role!r} is not one of {ROLES}", path=str(path), line=line, field=f"{where}.role")
+        content = _text(m, "content", path, line, allow_empty=role != "assistant", field=f"{where}.content")
+        clean.append({"role": role, "content": content})
+    return clean
+
+
 def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> dict:
-    """Validate one task record and return it as `{"prompt", "completion"}` or `{"messages"}`."""
+    """Validate one task record and return it as `{"prompt", "completion"}` or `{"messages"}`.
+
+    `prompt` and `completion` are both strings, or both message lists (TRL's conversational prompt-completion
+    form: the prompt's turns, then the assistant's answer).
+    """
     if "messages" in obj:
-        messages = obj["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise DataError("expected a non-empty list of messages", path=str(path), line=line, field="messages")
-        clean = []
-        for i, m in enumerate(messages):
-            field = f"messages[{i}]"
-            if not isinstance(m, dict):
-                raise DataError("expected an object with role and content", path=str(path), line=line, field=field)
-            role = m.get("role")
-            if role not in ROLES:
-                raise DataError(
-                    f"role {role!r} is not one of {ROLES}", path=str(path), line=line, field=f"{field}.role"
-                )
-            content = _text(m, "content", path, line, allow_empty=role != "assistant", field=f"{field}.content")
-            clean.append({"role": role, "content": content})
+        clean = _messages(obj["messages"], path, line, "messages")
         if clean[-1]["role"] != "assistant":
             raise DataError(
                 "the last message must be the assistant's answer", path=str(path), line=line, field="messages"
@@ -119,6 +128,14 @@ def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> di
             "prompt": _text(obj, "prefix", path, line, allow_empty=True),
             "completion": _text(obj, "text", path, line),
         }
+    if isinstance(obj.get("prompt"), list) or isinstance(obj.get("completion"), list):
+        prompt = _messages(obj.get("prompt"), path, line, "prompt")
+        completion = _messages(obj.get("completion"), path, line, "completion")
+        if [m["role"] for m in completion] != ["assistant"]:
+            raise DataError("expected one assistant message", path=str(path), line=line, field="completion")
+        if prompt[-1]["role"] == "assistant":
+            raise DataError("the prompt must end with a user turn", path=str(path), line=line, field="prompt")
+        return {"prompt": prompt, "completion": completion}
     if "prompt" in obj or "completion" in obj:
         return {
             "prompt": _text(obj, "prompt", path, line, allow_empty=True),
@@ -127,16 +144,40 @@ def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> di
     raise DataError("expected 'prompt' and 'completion', or 'messages'", path=str(path), line=line, field="prompt")
 
 
+def completion_only(row: dict) -> dict:
+    """A `messages` row as TRL's conversational prompt-completion row: the last assistant turn is the completion.
+
+    TRL puts the loss on every token of a `messages` row (the system prompt and the user's turn too) unless a
+    chat template marks the assistant's tokens; the paper, like the authors' code, puts it on the answer only.
+    As a prompt-completion row, TRL's completion mask gives exactly that with any chat template. Other rows are
+    returned unchanged.
+    """
+    if "messages" not in row:
+        return row
+    messages = row["messages"]
+    rest = {k: v for k, v in row.items() if k != "messages"}
+    return {**rest, "prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def _row_kind(row: dict) -> str:
+    return "messages" if "messages" in row else "chat" if isinstance(row["prompt"], list) else "text"
+
+
 def read_task_examples(path: str | os.PathLike) -> list[dict]:
     """Read and validate a task JSONL file (formats in the module docstring)."""
     rows = [(line, parse_task_record(obj, path, line)) for line, obj in iter_jsonl(path)]
     if not rows:
         raise DataError("no examples", path=str(path))
-    chat = "messages" in rows[0][1]
+    # One format per file: the trainer prepares a dataset of one schema.
+    kinds = {"messages": "chat 'messages' rows", "chat": "conversational prompt/completion rows"}
+    first = _row_kind(rows[0][1])
     for line, row in rows:
-        if ("messages" in row) != chat:
-            message = "mixes chat 'messages' rows with 'prompt'/'completion' rows"
-            raise DataError(message, path=str(path), line=line, field="messages")
+        kind = _row_kind(row)
+        if kind != first:
+            odd = sorted({first, kind}, key=["messages", "chat", "text"].index)  # the chat kind named first
+            what = " with ".join(kinds.get(k, "'prompt'/'completion' rows") for k in odd)
+            field = "messages" if "messages" in odd else "prompt"
+            raise DataError(f"mixes {what}", path=str(path), line=line, field=field)
     return [row for _, row in rows]
 
 

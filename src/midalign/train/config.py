@@ -15,7 +15,9 @@ from midalign.layers import resolve_layer
 from midalign.pooling import POOLINGS
 
 MODES = ("baseline", "mid-align", "align-only")
-ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# PEFT's name for every linear layer of the decoder blocks except the LM head: resolved per architecture, so
+# fused projections (Phi-3's qkv_proj and gate_up_proj) are adapted as well as Llama's seven.
+ALL_LINEAR = "all-linear"
 
 
 @dataclass
@@ -80,9 +82,19 @@ class MidAlignConfig(SFTConfig):
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    lora_target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: [ALL_LINEAR],
+        metadata={"help": "Module names that get LoRA, or all-linear (every linear layer of the blocks)."},
+    )
     lora_layers: list[int] | None = field(default=None, metadata={"help": "Only these blocks get LoRA."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    truncate_task_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Cut task rows longer than max_length (keeping truncation_mode's side) instead of refusing them; "
+            "rows left without an answer token are dropped. Both counts are logged."
+        },
+    )
 
     # Paper defaults where SFTConfig's differ.
     learning_rate: float = 5e-4
@@ -95,10 +107,28 @@ class MidAlignConfig(SFTConfig):
     bf16: bool | None = None
     gradient_checkpointing: bool = False
 
+    def lora_config(self):
+        """The `peft.LoraConfig` these settings describe (`finetuning: lora`)."""
+        from peft import LoraConfig
+
+        targets = self.lora_target_modules
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=ALL_LINEAR if list(targets) == [ALL_LINEAR] else list(targets),
+            layers_to_transform=self.lora_layers,
+            task_type="CAUSAL_LM",
+        )
+
     def __post_init__(self):
         for name in ("parallel_data", "parallel_eval_data"):
             if isinstance(getattr(self, name), str):
                 setattr(self, name, [getattr(self, name)])
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [self.lora_target_modules]
+        if ALL_LINEAR in self.lora_target_modules and len(self.lora_target_modules) > 1:
+            raise ConfigError(f"lora_target_modules: {ALL_LINEAR} already names every linear layer; give it alone")
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
         if self.align_pooling not in POOLINGS:

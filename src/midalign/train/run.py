@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 def _task_dataset(rows: list[dict] | None, path: str | None, tokenizer) -> Dataset | None:
     if rows is None:
         return None
-    if "messages" in rows[0] and not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"{path}: chat 'messages' need a tokenizer with a chat template; this one has none")
+    chat = "messages" in rows[0] or isinstance(rows[0].get("prompt"), list)
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"{path}: chat messages need a tokenizer with a chat template; this one has none")
     return Dataset.from_list(rows)
 
 
@@ -59,18 +60,6 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
     layer = resolve_layer(config.align_layer, num_layers(model))  # raises for unsupported models and bad layers
     train = _task_dataset(task_rows, config.task_data, tokenizer)
     evals = _task_dataset(eval_rows, config.task_eval_data, tokenizer)
-    peft_config = None
-    if config.finetuning == "lora":
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
-            layers_to_transform=config.lora_layers,
-            task_type="CAUSAL_LM",
-        )
     logger.info("midalign: mode=%s align_layer=%d of %d", config.mode, layer, num_layers(model))
     trainer = MidAlignTrainer(
         model,
@@ -80,7 +69,6 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
         processing_class=tokenizer,
         align_dataset=pairs,
         align_eval_dataset=eval_pairs,
-        peft_config=peft_config,
     )
     trainer.align_layer_curve = auto_curve
     return trainer

@@ -16,6 +16,7 @@ divided every micro-batch by the accumulation steps, which gives the same 1:1 ba
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from peft import PeftModel
 from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from trl import SFTTrainer
@@ -38,13 +40,14 @@ from midalign.data.batching import (
     is_task_batch,
     tokenize_pairs,
 )
-from midalign.data.readers import Pair
+from midalign.data.readers import Pair, completion_only
 from midalign.errors import ConfigError, MidalignError
 from midalign.io import write_json_atomic
 from midalign.layers import num_layers, resolve_layer, unwrap_model
 from midalign.objective import contrastive_loss, pair_embeddings
 from midalign.train.checkpoints import last_checkpoint
 from midalign.train.config import MidAlignConfig
+from midalign.train.lora import trained_parameters, warn_unmatched_lora_targets
 
 CONFIG_FILE = "midalign_config.json"
 logger = logging.getLogger(__name__)
@@ -76,6 +79,56 @@ class _NonFiniteGradientGuard(TrainerCallback):
         self.trainer.stop_if_non_finite(total, "gradient")
 
 
+def _completion_only(dataset):
+    """Task rows in `messages` form as conversational prompt-completion rows (see `completion_only`)."""
+    if isinstance(dataset, dict):
+        return {name: _completion_only(d) for name, d in dataset.items()}
+    if isinstance(dataset, Dataset) and "messages" in dataset.column_names:
+        return dataset.map(completion_only, remove_columns=["messages"], desc="Answer-only loss for chat rows")
+    return dataset
+
+
+def _has_answer_token(row: dict, completion_only_loss: bool) -> bool:
+    if "labels" in row:
+        return any(label != -100 for label in row["labels"])
+    masks = [row[c] for c in ("completion_mask", "assistant_masks") if c in row and completion_only_loss]
+    return any(all(bits) for bits in zip(*masks, strict=True)) if masks else bool(row["input_ids"])
+
+
+def check_row_lengths(dataset: Dataset, args: MidAlignConfig, name: str) -> Dataset:
+    """Refuse tokenized task rows longer than `max_length`, or cut them when `truncate_task_rows` asks to.
+
+    Nothing vanishes unannounced: a cut row loses the end (or the start, with `truncation_mode: keep_end`) of its
+    tokens, and a row left without an answer token is dropped; both are counted in the log.
+    """
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    over = [i for i, n in enumerate(lengths) if n > args.max_length]
+    if not over:
+        return dataset
+    where = "task_eval_data" if name.startswith("eval") else "task_data"
+    if not args.truncate_task_rows:
+        raise ConfigError(
+            f"{where}: {len(over)} of {len(lengths)} rows are longer than max_length {args.max_length} tokens "
+            f"(the longest, row {max(over, key=lengths.__getitem__) + 1}, has {max(lengths)}); training would cut "
+            f"their answers or drop them. Raise --max_length to {max(lengths)} or pass --truncate_task_rows"
+        )
+    cut = slice(None, args.max_length) if args.truncation_mode == "keep_start" else slice(-args.max_length, None)
+    per_token = [c for c in ("input_ids", "labels", "completion_mask", "assistant_masks") if c in dataset.column_names]
+    dataset = dataset.map(lambda row: {c: row[c][cut] for c in per_token}, desc=f"Cutting {name} rows")
+    kept = dataset.filter(lambda row: _has_answer_token(row, args.completion_only_loss is not False))
+    logger.warning(
+        "midalign: %s: cut %d of %d rows to max_length %d; dropped %d left without an answer token",
+        where,
+        len(over),
+        len(lengths),
+        args.max_length,
+        len(dataset) - len(kept),
+    )
+    if len(kept) == 0:
+        raise ConfigError(f"{where}: no row keeps an answer token within max_length {args.max_length}")
+    return kept
+
+
 class MidAlignTrainer(SFTTrainer):
     """SFT trainer that alternates (or combines) the task loss with the middle-layer alignment loss.
 
@@ -104,6 +157,14 @@ class MidAlignTrainer(SFTTrainer):
     ):
         if args.mode != "baseline" and not align_dataset:
             raise ConfigError(f"mode {args.mode} needs parallel pairs (align_dataset)")
+        peft_config = kwargs.pop("peft_config", None)
+        if args.finetuning == "full" and peft_config is not None:
+            raise ConfigError("finetuning is 'full' but a peft_config was given; set finetuning: lora or drop it")
+        if args.finetuning == "lora" and peft_config is None and not isinstance(model, PeftModel):
+            peft_config = args.lora_config()  # what the config says, not every parameter of the model
+        if not args.assistant_only_loss:
+            # The paper's loss is on the answer only; TRL would train a `messages` row's prompt too.
+            train_dataset, eval_dataset = _completion_only(train_dataset), _completion_only(eval_dataset)
         if args.mode == "align-only":
             # SFTTrainer inspects a task dataset while it is built. Align-only training has none, so it gets a
             # one-row placeholder that the batch sampler never draws from (n_task = 0).
@@ -114,8 +175,11 @@ class MidAlignTrainer(SFTTrainer):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
+            peft_config=peft_config,
             **kwargs,
         )
+        if args.finetuning == "lora":
+            warn_unmatched_lora_targets(self.model, args.lora_target_modules, args.lora_layers)
         self.align_layer = resolve_layer(args.align_layer, num_layers(self.model))
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         kw = dict(max_length=args.align_max_length, include_special_tokens=args.align_include_special_tokens)
@@ -140,6 +204,16 @@ class MidAlignTrainer(SFTTrainer):
         return plugin is not None and plugin.zero_stage == 3
 
     # ------------------------------------------------------------------ data
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        # Overridden because TRL cuts rows at max_length and silently drops those left without an answer token:
+        # here rows are tokenized whole, then refused (or cut, when asked) with their count.
+        if packing or args.max_length is None or not isinstance(dataset, Dataset) or args.mode == "align-only":
+            return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        whole = copy.copy(args)
+        whole.max_length = None
+        dataset = super()._prepare_dataset(dataset, processing_class, whole, packing, formatting_func, dataset_name)
+        return check_row_lengths(dataset, args, dataset_name)
+
     def get_train_dataloader(self) -> DataLoader:
         if self.args.mode == "baseline":
             return super().get_train_dataloader()
@@ -326,6 +400,7 @@ class MidAlignTrainer(SFTTrainer):
 
     def _write_config(self, out: Path) -> None:
         resolved = {k: v for k, v in self.args.to_dict().items() if not k.startswith("_")}
+        resolved.update(trained_parameters(self.model))  # what ran, whatever the settings said
         resolved["align_layer_index"] = self.align_layer
         resolved["num_layers"] = num_layers(self.model)
         if self.align_layer_curve is not None:

@@ -1,0 +1,69 @@
+"""What LoRA adapts: a warning for named targets that miss blocks, and the record of what was trained."""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from midalign.layers import decoder_layers, unwrap_model
+from midalign.train.config import ALL_LINEAR
+
+logger = logging.getLogger(__name__)
+
+
+def _linear_names(block: nn.Module) -> set[str]:
+    """Leaf names of the linear layers inside one decoder block (`q_proj`, `qkv_proj`, ...), LoRA-wrapped or not."""
+    names = set()
+    for name, module in block.named_modules():
+        if isinstance(module, nn.Linear) and not any(part.startswith("lora_") for part in name.split(".")):
+            names.add(name.split(".")[-1])
+    names -= {"base_layer"}  # PEFT keeps the original linear as `<target>.base_layer`
+    return names
+
+
+def _adapted_names(block: nn.Module) -> set[str]:
+    return {name.split(".")[-1] for name, module in block.named_modules() if hasattr(module, "lora_A")}
+
+
+def warn_unmatched_lora_targets(model: nn.Module, targets: list[str], layers: list[int] | None) -> list[str]:
+    """Warn for each named LoRA target that is not a linear layer of some block that should be adapted.
+
+    A name that one architecture uses and another does not (Llama's `q_proj` against Phi-3's fused `qkv_proj`)
+    is otherwise skipped without a word, and part of the model is never trained. Returns the warnings.
+    """
+    if list(targets) == [ALL_LINEAR]:
+        return []
+    blocks = decoder_layers(model)
+    chosen = range(len(blocks)) if layers is None else layers
+    warnings = []
+    for target in targets:
+        missing = [i for i in chosen if target not in _adapted_names(blocks[i])]
+        if missing:
+            available = sorted(_linear_names(blocks[missing[0]]))
+            span = f"blocks {missing[0]}-{missing[-1]}" if len(missing) > 1 else f"block {missing[0]}"
+            warnings.append(
+                f"lora_target_modules: {target!r} matches no linear layer in {len(missing)} of {len(chosen)} blocks "
+                f"({span}), which get no adapter there; their linear layers are {available}. Use {ALL_LINEAR} to "
+                "adapt every one"
+            )
+    for text in warnings:
+        logger.warning("midalign: %s", text)
+    return warnings
+
+
+def trained_parameters(model: nn.Module) -> dict:
+    """The fine-tuning that actually ran, for `midalign_config.json`: the adapter's settings, or full."""
+    peft_config = getattr(model, "peft_config", None) or getattr(unwrap_model(model), "peft_config", None)
+    if not peft_config:
+        return {"finetuning": "full", "lora_r": None, "lora_alpha": None, "lora_dropout": None}
+    config = next(iter(peft_config.values()))
+    targets = config.target_modules
+    return {
+        "finetuning": "lora",
+        "lora_r": config.r,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "lora_target_modules": sorted(targets) if isinstance(targets, set | list | tuple) else targets,
+        "lora_layers": config.layers_to_transform,
+    }
