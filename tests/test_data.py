@@ -186,9 +186,14 @@ def test_sampler_groups_kinds_per_replica():
 
 def test_uniform_language_sampling_balances_directions():
     directions = ["es-en"] * 90 + ["sw-en"] * 10
-    s = ScheduleBatchSampler(0, directions, task_batch_size=1, align_batch_size=50, language_sampling="uniform")
+    s = ScheduleBatchSampler(0, directions, task_batch_size=1, align_batch_size=10, language_sampling="uniform")
     counts = Counter("sw" if i >= 90 else "es" for b in s for i in b)
     assert 0.35 < counts["sw"] / sum(counts.values()) < 0.65
+    # A direction with fewer pairs than its share of a batch gives each of them once per batch: a pair drawn
+    # twice into one batch would be its own negative.
+    s = ScheduleBatchSampler(0, directions, task_batch_size=1, align_batch_size=50, language_sampling="uniform")
+    for batch in s:
+        assert len(set(batch)) == 50 and sum(i >= 90 for i in batch) == 10
     p = ScheduleBatchSampler(0, directions, task_batch_size=1, align_batch_size=50, language_sampling="proportional")
     counts = Counter("sw" if i >= 90 else "es" for b in p for i in b)
     assert counts["sw"] == 10  # one full pass, each pair once

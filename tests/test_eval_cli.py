@@ -246,3 +246,37 @@ def test_documented_commands_run(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     for argv in commands:
         assert run_cli([arg.replace("runs/", f"{tmp_path}/") for arg in argv]) == 0, argv
+
+
+def test_predictions_are_matched_to_the_data_by_identity_not_line(tmp_path, capsys):
+    data = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl"]
+    first = tmp_path / "first"
+    assert run_cli([*data, "--predictions", f"mid-align={SLOT / 'mid-align.txt'}", "--out", first]) == 0
+    lines = (first / "predictions-mid-align.jsonl").read_text(encoding="utf-8").splitlines()
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
+    again = tmp_path / "again"
+    assert run_cli([*data, "--predictions", f"mid-align={shuffled}", "--out", again]) == 0
+    assert scores_of(again)["systems"] == scores_of(first)["systems"]
+
+    # Without ids the rows are matched by (lang, prompt).
+    no_ids = tmp_path / "no-ids.jsonl"
+    rows = [json.loads(line) for line in reversed(lines)]
+    no_ids.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "id"}) + "\n" for r in rows), "utf-8")
+    assert run_cli([*data, "--predictions", f"mid-align={no_ids}", "--out", tmp_path / "no-ids"]) == 0
+    assert scores_of(tmp_path / "no-ids")["systems"] == scores_of(first)["systems"]
+
+    # A row that contradicts the example its id names, or names none, is refused with its line.
+    contradicting = [dict(r) for r in rows]
+    contradicting[2]["prompt"] = "something else"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in contradicting), "utf-8")
+    assert run_cli([*data, "--predictions", f"mid-align={bad}", "--out", tmp_path / "bad"]) == 2
+    error = capsys.readouterr().err
+    assert re.search(r"bad\.jsonl:3: field 'prompt': prompt 'something else' contradicts the data's", error)
+    unknown = [dict(r) for r in rows]
+    unknown[0]["id"] = "999"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in unknown), "utf-8")
+    assert run_cli([*data, "--predictions", f"mid-align={bad}", "--out", tmp_path / "bad"]) == 2
+    assert re.search(r"bad\.jsonl:1: field 'id': lang .*, id '999' matches no example", capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()

@@ -53,12 +53,25 @@ def check_name(name: str, what: str = "name", *, dots: bool = True) -> str:
     return name
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Give a file or folder made by `tempfile` (always 0600 / 0700) the mode a plain `open`/`mkdir` would have."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temporary file in the same folder + `os.replace`)."""
+    """Write `data` to `path` atomically (temporary file in the same folder + `os.replace`), with the user's umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        apply_umask(tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

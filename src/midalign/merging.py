@@ -630,12 +630,13 @@ def _write(
     """Write the adapter (and the full model) into a temporary folder next to `out`, then rename it to `out`."""
     from safetensors.torch import save_file
 
-    from midalign.io import write_json_atomic
+    from midalign.io import apply_umask, write_json_atomic
 
     out = _check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        apply_umask(tmp, folder=True)
         result.config.save_pretrained(str(tmp))
         save_file(result.state_dict(), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         if full_model is not None:

@@ -53,7 +53,7 @@ def load_model(
 
     folder = Path(name_or_path)
     if folder.is_dir() and not any(folder.glob("*.safetensors")):
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         held = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
         raise ConfigError(
             f"{folder} holds {held}; midalign loads safetensors only (unpickling can run code). Convert the "
@@ -95,7 +95,7 @@ def read_adapter_config(adapter: str | os.PathLike):
     if not (path / "adapter_config.json").is_file():
         raise ConfigError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
     if not (path / "adapter_model.safetensors").is_file():
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         held = f"only pickle weights ({', '.join(pickles)})" if pickles else "no adapter_model.safetensors"
         raise ConfigError(f"{path}: the adapter holds {held}; midalign loads safetensors only")
     try:

@@ -174,6 +174,8 @@ class ScheduleBatchSampler(Sampler[list[int]]):
             self.groups.setdefault(direction, []).append(n_task + i)
         if not self.groups:
             raise ValueError("no parallel pairs to sample alignment batches from")
+        if len(pair_directions) < align_batch_size:
+            raise ValueError(f"{len(pair_directions)} parallel pairs cannot fill an alignment batch of {align_batch_size}")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -221,8 +223,18 @@ class ScheduleBatchSampler(Sampler[list[int]]):
             order += (order * math.ceil(group / len(order)))[: group - len(order) % group]
         task_groups = [order[i : i + group] for i in range(0, len(order), group)]
 
+        def align_batch() -> list[int]:
+            # No pair twice in one batch: a repeat is its own false negative, and a set smaller than the batch
+            # would train a constant loss of ln(repeats) (the trainer refuses such a set).
+            batch: list[int] = []
+            while len(batch) < self.align_bs:
+                index = next(stream)
+                if index not in batch:
+                    batch.append(index)
+            return batch
+
         def align_group() -> list[list[int]]:
-            return [[next(stream) for _ in range(self.align_bs)] for _ in range(self.num_replicas)]
+            return [align_batch() for _ in range(self.num_replicas)]
 
         def split(indices: list[int]) -> list[list[int]]:
             return [indices[r * self.task_bs : (r + 1) * self.task_bs] for r in range(self.num_replicas)]

@@ -29,6 +29,14 @@ from midalign.io import check_name, loads_json
 ROLES = ("system", "user", "assistant")
 PAIR_FIELDS = ("src", "tgt", "src_lang", "tgt_lang")
 AUTHORS_PAIR_FIELDS = ("text_parallel_0", "text_parallel_1")
+# Fields of multi-way rows that describe the row, not a language (FLORES+ carries id, URL, domain, topic,
+# has_image, has_hyperlink). Compared case-insensitively; name Indonesian `ind_Latn` or `id-ID`, not `id`.
+METADATA_FIELDS = frozenset({"id", "url", "domain", "topic", "has_image", "has_hyperlink", "split", "source"})
+
+
+def _language_fields(obj: dict) -> list[str]:
+    """The keys of a multi-way row that name languages (metadata fields are left out)."""
+    return [key for key in obj if key.casefold() not in METADATA_FIELDS]
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,7 @@ def read_parallel(path: str | os.PathLike, *, pivot: str = "en") -> list[Pair]:
         return [
             p for i in range(n) for p in _pivot_pairs({k: v[i] for k, v in table.items()}, pivot, f"{path}:{i + 1}")
         ]
-    if path.suffix == ".tsv":
+    if path.suffix.lower() == ".tsv":
         return _read_parallel_tsv(path)
     pairs: list[Pair] = []
     for line, obj in iter_jsonl(path):
@@ -216,7 +224,7 @@ def read_parallel(path: str | os.PathLike, *, pivot: str = "en") -> list[Pair]:
             src_lang = _text(obj, "src_lang", path, line).strip() if "src_lang" in obj else "x"
             pairs.append(Pair(src, tgt, _lang(src_lang, path, line, "src_lang"), pivot, origin))
         else:
-            row = {_lang(lang, path, line, lang): _text(obj, lang, path, line) for lang in obj}
+            row = {_lang(lang, path, line, lang): _text(obj, lang, path, line) for lang in _language_fields(obj)}
             if len(row) < 2:
                 raise DataError(
                     "expected src/tgt/src_lang/tgt_lang, or a multi-way row of >= 2 languages",
@@ -288,7 +296,7 @@ def read_multiway(path: str | os.PathLike, languages: list[str] | None = None) -
             table[lang] = sentences
     else:
         for line, obj in iter_jsonl(path):
-            row = {_lang(lang, path, line, lang): _text(obj, lang, path, line) for lang in obj}
+            row = {_lang(lang, path, line, lang): _text(obj, lang, path, line) for lang in _language_fields(obj)}
             if table and set(row) != set(table):
                 raise DataError(
                     f"languages {sorted(row)} differ from the first row's {sorted(table)}", path=str(path), line=line

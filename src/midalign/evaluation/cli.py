@@ -122,7 +122,7 @@ def _rescore(args: argparse.Namespace) -> dict[str, tuple[list[dict], list[str]]
         if examples is None:
             systems[name] = load_predictions(path, args.task)
         else:
-            systems[name] = (examples, read_prediction_lines(path, len(examples)))
+            systems[name] = (examples, read_prediction_lines(path, len(examples), examples))
     return systems
 
 

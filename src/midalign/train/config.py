@@ -5,6 +5,7 @@ No `from __future__ import annotations` here: TRL's argument parser reads these 
 `report_to` must keep transformers' own `None | str | list[str]` order.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,6 +19,10 @@ MODES = ("baseline", "mid-align", "align-only")
 # PEFT's name for every linear layer of the decoder blocks except the LM head: resolved per architecture, so
 # fused projections (Phi-3's qkv_proj and gate_up_proj) are adapted as well as Llama's seven.
 ALL_LINEAR = "all-linear"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -121,6 +126,40 @@ class MidAlignConfig(SFTConfig):
             task_type="CAUSAL_LM",
         )
 
+    def _check_ranges(self) -> None:
+        """Refuse settings that cannot be right, naming the flag, before anything is loaded."""
+        positive = {
+            "align_temperature": self.align_temperature,
+            "learning_rate": self.learning_rate,
+            "lora_alpha": self.lora_alpha,
+        }
+        at_least_one = {
+            "task_per_align": self.task_per_align,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "per_device_eval_batch_size": self.per_device_eval_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "lora_r": self.lora_r,
+            "align_max_length": self.align_max_length,
+        }
+        problems = [
+            f"--{k} must be a finite number > 0, got {v}" for k, v in positive.items() if not _finite(v) or v <= 0
+        ]
+        problems += [f"--{k} must be >= 1, got {v}" for k, v in at_least_one.items() if v is None or v < 1]
+        if self.align_batch_size is not None and self.align_batch_size < 1:
+            problems.append(f"--align_batch_size must be >= 2 (or unset), got {self.align_batch_size}")
+        if not _finite(self.align_weight) or self.align_weight < 0:
+            problems.append(f"--align_weight must be a finite number >= 0, got {self.align_weight}")
+        if not _finite(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
+            problems.append(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.max_length is not None and self.max_length < 1:
+            problems.append(f"--max_length must be >= 1 (or None), got {self.max_length}")
+        if (self.max_steps is None or self.max_steps <= 0) and (
+            not _finite(self.num_train_epochs) or self.num_train_epochs <= 0
+        ):
+            problems.append(f"--num_train_epochs must be > 0 when --max_steps is not set, got {self.num_train_epochs}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
     def __post_init__(self):
         for name in ("parallel_data", "parallel_eval_data"):
             if isinstance(getattr(self, name), str):
@@ -140,10 +179,7 @@ class MidAlignConfig(SFTConfig):
             raise ConfigError(f"mode {self.mode} needs task_data")
         if self.mode in ("mid-align", "align-only") and not self.parallel_data:
             raise ConfigError(f"mode {self.mode} needs parallel_data")
-        if self.align_temperature <= 0:
-            raise ConfigError("align_temperature must be > 0")
-        if self.task_per_align < 1:
-            raise ConfigError("task_per_align must be >= 1")
+        self._check_ranges()
         pairs_per_batch = self.align_batch_size or self.per_device_train_batch_size
         if self.mode != "baseline" and pairs_per_batch < 2:
             # One pair has no negative: its loss is log(1) = 0 whatever the model does, and it teaches nothing.

@@ -9,6 +9,7 @@ from datasets import Dataset
 
 from midalign.data.readers import read_parallel, read_task_examples
 from midalign.errors import ConfigError
+from midalign.io import read_json_file
 from midalign.layers import num_layers, resolve_layer
 from midalign.modeling import load_model, load_tokenizer
 from midalign.train.checkpoints import checkpoints, last_checkpoint, step
@@ -105,6 +106,73 @@ def _set_aside_incomplete(output_dir: Path, resume_from: str | None) -> None:
             path.rename(aside)
 
 
+# Settings that change what a run computes: a resumed run must use the ones its checkpoints were made with.
+# (Logging, saving, evaluation cadence and the output folder may change.)
+RUN_SETTINGS = (
+    "model_name_or_path",
+    "model_dtype",
+    "mode",
+    "task_data",
+    "parallel_data",
+    "pivot_language",
+    "align_layer_index",
+    "align_temperature",
+    "align_weight",
+    "align_symmetric",
+    "align_detach_tgt",
+    "align_pooling",
+    "align_include_special_tokens",
+    "align_schedule",
+    "task_per_align",
+    "align_batch_size",
+    "align_language_sampling",
+    "align_max_length",
+    "align_gather_negatives",
+    "finetuning",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "lora_layers",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "optim",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "max_length",
+    "truncate_task_rows",
+    "completion_only_loss",
+    "assistant_only_loss",
+    "seed",
+    "data_seed",
+    "bf16",
+    "fp16",
+)
+
+
+def check_resume_settings(current: dict, recorded_file: Path) -> None:
+    """Refuse to resume with settings that differ from those the checkpoint was trained with."""
+    if not recorded_file.is_file():  # a checkpoint written before midalign recorded its settings there
+        logger.warning("midalign: %s is missing; the resumed settings cannot be checked", recorded_file)
+        return
+    recorded = read_json_file(recorded_file)
+    changed = [k for k in RUN_SETTINGS if k in recorded and current.get(k) != recorded[k]]
+    if changed:
+        listed = ", ".join(f"{k} {recorded[k]!r} -> {current.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"--resume would change the run recorded in {recorded_file}: {listed}. Resume with the recorded "
+            "settings, or start a new output_dir"
+        )
+
+
 def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrainer:
     """Train as configured and save the adapter (or full model), the tokenizer and the resolved config.
 
@@ -123,6 +191,8 @@ def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrai
     trainer = build_trainer(config, model=model, tokenizer=tokenizer)
     if config.resume and checkpoint is None:
         logger.warning("midalign: --resume given but %s has no checkpoint; starting from scratch", config.output_dir)
+    if config.resume and checkpoint is not None:
+        check_resume_settings(trainer.resolved_settings(), Path(checkpoint) / CONFIG_FILE)
     if config.resume and trainer.args.should_save and output_dir.is_dir():
         _set_aside_incomplete(output_dir, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint if config.resume else None)

@@ -181,10 +181,22 @@ class MidAlignTrainer(SFTTrainer):
         if args.finetuning == "lora":
             warn_unmatched_lora_targets(self.model, args.lora_target_modules, args.lora_layers)
         self.align_layer = resolve_layer(args.align_layer, num_layers(self.model))
+        if args.mode != "baseline" and self.align_layer == 0 and args.finetuning == "lora":
+            raise ConfigError(
+                "align_layer 0 is the embedding output, below every LoRA adapter: the alignment loss would have "
+                "no trainable parameter. Choose a block >= 1 or finetuning: full"
+            )
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         kw = dict(max_length=args.align_max_length, include_special_tokens=args.align_include_special_tokens)
         self.align_rows = tokenize_pairs(align_dataset, tokenizer, **kw) if args.mode != "baseline" else []
         self.align_eval_rows = tokenize_pairs(align_eval_dataset, tokenizer, **kw) if align_eval_dataset else []
+        pairs_per_batch = args.align_batch_size or args.per_device_train_batch_size
+        if args.mode != "baseline" and len(self.align_rows) < pairs_per_batch:
+            raise ConfigError(
+                f"parallel_data holds {len(self.align_rows)} pairs, fewer than align_batch_size {pairs_per_batch}: "
+                "every batch would repeat pairs, and a repeated pair is its own negative. Add pairs or lower "
+                "--align_batch_size"
+            )
         self.align_collator = AlignmentCollator(tokenizer.pad_token_id)
         self._window = {"task": 0, "align": 0}  # micro-batches of each kind in the current optimizer step
         self._task_window_loss, self._task_window_seen = 0.0, 0
@@ -398,11 +410,15 @@ class MidAlignTrainer(SFTTrainer):
             staging.rmdir()
             self._write_config(out)
 
-    def _write_config(self, out: Path) -> None:
+    def resolved_settings(self) -> dict:
+        """Every setting as it ran (the layer index, the adapter that was built), as `midalign_config.json` holds."""
         resolved = {k: v for k, v in self.args.to_dict().items() if not k.startswith("_")}
         resolved.update(trained_parameters(self.model))  # what ran, whatever the settings said
         resolved["align_layer_index"] = self.align_layer
         resolved["num_layers"] = num_layers(self.model)
         if self.align_layer_curve is not None:
             resolved["align_layer_auto_margin_retrieval"] = self.align_layer_curve
-        write_json_atomic(out / CONFIG_FILE, json.loads(json.dumps(resolved, default=str)))
+        return json.loads(json.dumps(resolved, default=str))
+
+    def _write_config(self, out: Path) -> None:
+        write_json_atomic(out / CONFIG_FILE, self.resolved_settings())

@@ -1,0 +1,133 @@
+"""Reliability, second round: file modes, data that is not what it seems, settings that cannot be right."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from midalign.errors import ConfigError
+from midalign.io import apply_umask, write_json_atomic
+from midalign.train import build_trainer, train
+from tests.conftest import make_model
+from tests.test_train import config, make_data, write_jsonl
+
+
+@pytest.fixture()
+def data(tmp_path):
+    return make_data(tmp_path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_keep_the_users_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = write_json_atomic(tmp_path / "sub" / "x.json", {"a": 1})
+        folder = tmp_path / "made-by-tempfile"
+        folder.mkdir(mode=0o700)
+        apply_umask(folder, folder=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+
+
+# ------------------------------------------------------------------ data that is not what it seems
+def test_multiway_metadata_fields_are_not_languages(tmp_path):
+    from midalign.data import read_multiway, read_parallel
+
+    rows = [
+        {
+            "id": 1,
+            "URL": "https://x",
+            "domain": "wiki",
+            "topic": "t",
+            "has_image": 0,
+            "en": "the cat",
+            "de": "die Katze",
+        },
+        {"id": 2, "URL": "https://y", "domain": "news", "topic": "t", "has_image": 1, "en": "a dog", "de": "ein Hund"},
+    ]
+    path = tmp_path / "multi.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert sorted(read_multiway(path)) == ["de", "en"]
+    assert {(p.src_lang, p.tgt_lang) for p in read_parallel(path, pivot="en")} == {("de", "en")}
+
+
+def test_tsv_is_recognised_whatever_the_case_of_its_suffix(tmp_path):
+    from midalign.data import read_parallel
+
+    path = tmp_path / "pairs.TSV"
+    path.write_text("src\ttgt\tsrc_lang\ttgt_lang\ndie Katze\tthe cat\tde\ten\n", encoding="utf-8")
+    assert [(p.src, p.tgt) for p in read_parallel(path)] == [("die Katze", "the cat")]
+
+
+def test_parallel_set_smaller_than_the_batch_is_refused(data, tokenizer):
+    small = write_jsonl(
+        data["dir"] / "small.jsonl", [{"src": "le chat", "tgt": "the cat", "src_lang": "fr", "tgt_lang": "en"}] * 3
+    )
+    with pytest.raises(ConfigError, match="parallel_data holds 3 pairs, fewer than align_batch_size 4"):
+        build_trainer(config(data, parallel_data=small), model=make_model(), tokenizer=tokenizer)
+
+
+def test_no_pair_repeats_within_an_alignment_batch():
+    from midalign.data.batching import ScheduleBatchSampler
+
+    # Direction `sw-en` has one pair: drawn uniformly over directions it would fill half of every batch.
+    directions = ["sw-en"] + ["de-en"] * 7
+    sampler = ScheduleBatchSampler(0, directions, task_batch_size=4, align_batch_size=8, seed=3)
+    for batch in sampler:
+        assert len(batch) == 8 and len(set(batch)) == 8
+    with pytest.raises(ValueError, match="cannot fill an alignment batch of 9"):
+        ScheduleBatchSampler(0, directions, task_batch_size=4, align_batch_size=9)
+
+
+# ------------------------------------------------------------------ settings that cannot be right
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"align_weight": -0.5}, "--align_weight must be a finite number >= 0, got -0.5"),
+        ({"align_weight": float("nan")}, "--align_weight must be a finite number >= 0"),
+        ({"num_train_epochs": 0, "max_steps": -1}, "--num_train_epochs must be > 0 when --max_steps is not set"),
+        ({"align_batch_size": 0}, "--align_batch_size must be >= 2"),
+        ({"per_device_train_batch_size": 0}, "--per_device_train_batch_size must be >= 1, got 0"),
+        ({"learning_rate": float("inf")}, "--learning_rate must be a finite number > 0"),
+        ({"lora_r": 0}, "--lora_r must be >= 1, got 0"),
+        ({"lora_dropout": 1.0}, r"--lora_dropout must be in \[0, 1\)"),
+        ({"align_temperature": 0}, "--align_temperature must be a finite number > 0"),
+        ({"max_length": 0}, "--max_length must be >= 1"),
+    ],
+)
+def test_settings_that_cannot_be_right_are_refused_naming_the_flag(data, setting, message):
+    with pytest.raises(ConfigError, match=message):
+        config(data, **setting)
+
+
+def test_align_layer_0_with_lora_is_refused_before_training(data, tokenizer):
+    with pytest.raises(ConfigError, match="align_layer 0 is the embedding output"):
+        build_trainer(config(data, align_layer="0"), model=make_model(), tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"align_layer": "1"}, "align_layer_index 2 -> 1"),
+        ({"lora_r": 2}, "lora_r 4 -> 2"),
+        ({"learning_rate": 5e-3}, "learning_rate 0.01 -> 0.005"),
+    ],
+)
+def test_resume_with_changed_settings_is_refused(data, tokenizer, change, named):
+    first = config(data, max_steps=2, save_strategy="steps", save_steps=1)
+    train(first, model=make_model(), tokenizer=tokenizer)
+    shutil.rmtree(first.output_dir + "/checkpoint-2")  # as if killed after the first checkpoint
+    for name in ("adapter_model.safetensors", "midalign_config.json"):
+        Path(first.output_dir, name).unlink()
+    changed = config(data, max_steps=2, save_strategy="steps", save_steps=1, resume=True, **change)
+    with pytest.raises(ConfigError, match=f"--resume would change the run recorded in .*checkpoint-1.*{named}"):
+        train(changed, model=make_model(), tokenizer=tokenizer)
+    same = config(data, max_steps=2, save_strategy="steps", save_steps=1, resume=True, logging_steps=2)
+    assert train(same, model=make_model(), tokenizer=tokenizer).state.global_step == 2  # logging may change
