@@ -175,7 +175,9 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         if not self.groups:
             raise ValueError("no parallel pairs to sample alignment batches from")
         if len(pair_directions) < align_batch_size:
-            raise ValueError(f"{len(pair_directions)} parallel pairs cannot fill an alignment batch of {align_batch_size}")
+            raise ValueError(
+                f"{len(pair_directions)} parallel pairs cannot fill an alignment batch of {align_batch_size}"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
