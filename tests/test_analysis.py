@@ -272,6 +272,7 @@ def test_align_layer_auto(tokenizer, tmp_path):
         task_data=task,
         parallel_data=pairs,
         align_layer="auto",
+        align_batch_size=4,  # 6 pairs cannot fill the default batch of 8
         report_to="none",
         save_strategy="no",
     )

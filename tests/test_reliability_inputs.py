@@ -131,3 +131,71 @@ def test_resume_with_changed_settings_is_refused(data, tokenizer, change, named)
         train(changed, model=make_model(), tokenizer=tokenizer)
     same = config(data, max_steps=2, save_strategy="steps", save_steps=1, resume=True, logging_steps=2)
     assert train(same, model=make_model(), tokenizer=tokenizer).state.global_step == 2  # logging may change
+
+
+# ------------------------------------------------------------------ adapters on the wrong base
+@pytest.fixture(scope="module")
+def adapter_on_tiny_base(tmp_path_factory, tiny_model_dir, tokenizer):
+    """A LoRA adapter trained on `tiny_model_dir` (its base as the training command named it)."""
+    root = tmp_path_factory.mktemp("adapter")
+    data = make_data(root)
+    args = config(
+        data, "baseline", model_name_or_path=str(tiny_model_dir), output_dir=str(root / "adapter"), max_steps=1
+    )
+    train(args)
+    return root / "adapter"
+
+
+def test_every_command_refuses_an_adapter_trained_on_another_base(adapter_on_tiny_base, tmp_path, tokenizer):
+    from midalign.analysis.run import system_models
+    from midalign.evaluation.generation import adapter_systems
+    from midalign.modeling import load_model
+
+    other = tmp_path / "other-base"
+    make_model(seed=1).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    model = load_model(other)
+    for loop in (adapter_systems, system_models):
+        with pytest.raises(ConfigError, match=r"the adapter was trained on .*tiny-llama.*, not on the base model"):
+            list(loop(model, {"a": str(adapter_on_tiny_base)}, include_base=False))
+    with pytest.raises(ConfigError, match="the adapter was trained on"):
+        from midalign.merging import load_adapters
+
+        load_adapters(str(other), {"task": str(adapter_on_tiny_base)})
+
+
+def test_an_adapter_folder_given_as_the_model_is_refused(adapter_on_tiny_base, tmp_path, capsys):
+    from midalign.cli import main
+    from midalign.modeling import load_model
+
+    with pytest.raises(ConfigError, match=r"is a PEFT adapter, not a base model: pass its base model \(.*tiny-llama"):
+        load_model(adapter_on_tiny_base)
+    data = make_data(tmp_path)
+    code = main(
+        [
+            "train",
+            "--model_name_or_path",
+            str(adapter_on_tiny_base),
+            "--task_data",
+            data["task_data"],
+            "--parallel_data",
+            data["parallel_data"],
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--report_to",
+            "none",
+        ]
+    )
+    assert code == 2 and "is a PEFT adapter, not a base model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_relative_base_path_matches_from_another_directory(tmp_path):
+    from midalign.modeling import same_base
+
+    base = tmp_path / "runs" / "x" / "base"
+    base.mkdir(parents=True)
+    assert same_base(str(base), "runs/x/base")  # recorded relative to where training ran
+    assert not same_base(str(base), "runs/y/base")
+    assert same_base("meta-llama/Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-8B/")
+    assert not same_base("Qwen/Qwen2.5-7B", "meta-llama/Meta-Llama-3-8B")

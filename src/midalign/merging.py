@@ -200,12 +200,6 @@ def _check_out_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def _model_id(name: str) -> str:
-    """A base model's name for comparison: a local folder by its resolved path, a hub id as it is."""
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name.rstrip("/")
-
-
 def _read_config(name: str, path: str | os.PathLike):
     """The adapter's `LoraConfig`, after refusing what cannot be merged as `B @ A * s` on a linear layer."""
     from peft import PeftConfig, PeftType
@@ -245,21 +239,16 @@ def _read_config(name: str, path: str | os.PathLike):
     return config
 
 
-def _check_same_base(base, configs: Mapping[str, Any]) -> None:
+def _check_same_base(configs: Mapping[str, Any]) -> None:
+    # Each adapter against the given base is `check_adapter_base`'s job; here, the adapters against each other.
+    from midalign.modeling import model_id
+
     recorded = {name: c.base_model_name_or_path for name, c in configs.items() if c.base_model_name_or_path}
-    if len({_model_id(b) for b in recorded.values()}) > 1:
+    if len({model_id(b) for b in recorded.values()}) > 1:
         raise ConfigError(
             f"the adapters were trained on different base models: {recorded}. If these name the same model, "
             "set base_model_name_or_path to one name in each adapter_config.json"
         )
-    given = str(base) if isinstance(base, str | os.PathLike) else getattr(base, "name_or_path", "")
-    for name, recorded_base in recorded.items():
-        if given and _model_id(given) != _model_id(recorded_base):
-            raise ConfigError(
-                f"adapter {name!r} was trained on {recorded_base!r}, not on the base model {given!r}. If these name "
-                "the same model, pass the base as the adapter names it (or set base_model_name_or_path in its "
-                "adapter_config.json)"
-            )
 
 
 def load_adapters(
@@ -288,12 +277,15 @@ def load_adapters(
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
 
-    from midalign.modeling import check_adapter_matches, load_model
+    from midalign.modeling import check_adapter_base, check_adapter_matches, load_model
 
     if not adapters:
         raise ConfigError("no adapter to merge")
     configs = {name: _read_config(name, path) for name, path in adapters.items()}
-    _check_same_base(base, configs)
+    _check_same_base(configs)
+    if isinstance(base, str | os.PathLike):  # before the model loads
+        for name, path in adapters.items():
+            check_adapter_base(str(base), configs[name], f"adapter {name!r} ({path})")
     model = load_model(base, dtype=dtype) if isinstance(base, str | os.PathLike) else base
     if device is not None:
         model = model.to(device)

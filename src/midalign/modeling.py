@@ -52,6 +52,12 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     folder = Path(name_or_path)
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        base = _recorded_base(folder)
+        raise ConfigError(
+            f"{folder} is a PEFT adapter, not a base model: pass its base model{f' ({base})' if base else ''} as "
+            "the model and this folder as the adapter"
+        )
     if folder.is_dir() and not any(folder.glob("*.safetensors")):
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         held = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
@@ -104,13 +110,54 @@ def read_adapter_config(adapter: str | os.PathLike):
         raise ConfigError(f"{path}: unreadable adapter_config.json: {e}") from e
 
 
+def _recorded_base(folder: Path) -> str | None:
+    try:
+        return read_adapter_config(folder).base_model_name_or_path or None
+    except ConfigError:
+        return None
+
+
+def model_id(name: str) -> str:
+    """A base model's name for comparison: a local folder by its resolved path, a hub id as it is."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name.rstrip("/")
+
+
+def same_base(given: str, recorded: str) -> bool:
+    """Whether the model `given` now is the one an adapter recorded as its base.
+
+    A recorded relative folder (`runs/x/base`, relative to where training ran) also matches a given folder
+    whose path ends with it, so an adapter can be used from another working directory.
+    """
+    if model_id(given) == model_id(recorded):
+        return True
+    rec = Path(recorded)
+    given_path = Path(model_id(given))
+    return not rec.is_absolute() and given_path.is_absolute() and given_path.parts[-len(rec.parts) :] == rec.parts
+
+
+def check_adapter_base(given: str, peft_config, where: str) -> None:
+    """Refuse an adapter whose recorded base model is not `given` (a hub id or folder; "" = unknown, accepted)."""
+    recorded = getattr(peft_config, "base_model_name_or_path", None)
+    if recorded and given and not same_base(str(given), recorded):
+        raise ConfigError(
+            f"{where}: the adapter was trained on {recorded!r}, not on the base model {str(given)!r}. If these name "
+            "the same model, pass the base as the adapter names it (or set base_model_name_or_path in its "
+            "adapter_config.json)"
+        )
+
+
 def check_adapter_matches(model, peft_config, where: str) -> None:
-    """Refuse an adapter that targets decoder blocks the base model does not have.
+    """Refuse an adapter made for another base model: one check for every command that loads adapters.
+
+    - the base the adapter recorded (`base_model_name_or_path`) must be the model given (see `same_base`);
+    - the blocks it targets must exist.
 
     Other mismatches (hidden size, vocabulary) surface as PEFT's own shape errors when the weights load.
     """
-    from midalign.layers import decoder_layers
+    from midalign.layers import decoder_layers, unwrap_model
 
+    check_adapter_base(getattr(unwrap_model(model), "name_or_path", "") or "", peft_config, where)
     n_layers = len(decoder_layers(model))
     layers = getattr(peft_config, "layers_to_transform", None)
     if layers is not None:
