@@ -74,40 +74,57 @@ def _accuracies(gold, row_best, col_best, full_scores) -> tuple[torch.Tensor, to
     return (gold > row_best).float().mean(dim=1), (gold > col_best).float().mean(dim=1)
 
 
-def _scan(scores: torch.Tensor, k: int, chunk: int):
-    """One pass over cache-sized row chunks of `scores` `[M, N, N]`.
+def _best_wrong(values: torch.Tensor, indices: torch.Tensor, gold_index: torch.Tensor, dim: int) -> torch.Tensor:
+    """Largest entry whose index is not the translation's, from a top-k (k >= 2) along `dim`; -inf if none.
 
-    Returns the mean of each row's and each column's k largest entries (the translation included, as the
-    margin defines; `None` when `k == 0`) and the maxima of the wrong candidates per row and per column. The
-    diagonal is set to -inf in place on the way.
+    The best wrong candidate is within the top 2 (only one index is the translation's), so the top-k the margin
+    needs also gives the cosine's maxima without another pass over the matrix.
+    """
+    wrong = indices != gold_index  # the translation is at most one of the k
+    return values.masked_fill(~wrong, -torch.inf).amax(dim=dim)
+
+
+def _scan(scores: torch.Tensor, chunk: int, k: int = 0) -> dict[str, torch.Tensor]:
+    """Everything the metrics read from `scores` `[M, N, N]`, in one pass over cache-sized row chunks.
+
+    Returns `[M, N]` tensors: `row_best`, `col_best`, the maxima of the wrong candidates per row (query in a)
+    and per column (query in b). With `k > 0` (the raw cosines), also `half_x`, `half_y`: half the mean of each
+    row's and each column's k largest entries (the translation included, as the margin defines), and
+    `margin_row_best`, `margin_col_best`: the wrong candidates' maxima of the margin
+    `scores / (half_x[i] + half_y[j])`.
+
+    With `k > 0`, `row_best` and `col_best` come from the same top-k (taken with at least 2 entries) and `scores`
+    is left as it is; the margin is computed from each chunk while it is in cache (no `[M, N, N]` margin
+    matrix). With `k == 0`, the diagonal of `scores` is set to -inf in place and the maxima are taken directly.
     """
     m, n, _ = scores.shape
-    knn_x = torch.empty(m, n) if k else None
-    # Columns in one call: a running top-k merged chunk by chunk costs several times more.
-    knn_y = scores.topk(min(k, n), dim=1).values.mean(dim=1) if k else None  # [M, N]
-    row_best, col_best = torch.empty(m, n), torch.full((m, n), -torch.inf)
+    rows = torch.arange(n)
+    out = {"row_best": torch.empty(m, n), "col_best": torch.full((m, n), -torch.inf)}
+    if k:
+        top = min(max(k, 2), n)
+        # Columns in one call: a running top-k merged chunk by chunk costs several times more.
+        values, indices = scores.topk(top, dim=1)  # [M, top, N]: the a sentences nearest each b sentence
+        out["half_y"] = values[:, : min(k, n)].mean(dim=1) / 2  # [M, N]
+        out["col_best"] = _best_wrong(values, indices, rows[None, None, :], dim=1)  # [M, N]
+        out["half_x"] = torch.empty(m, n)
+        out["margin_row_best"], out["margin_col_best"] = torch.empty(m, n), torch.full((m, n), -torch.inf)
     for r0 in range(0, n, chunk):
         r1 = min(r0 + chunk, n)
         part = scores[:, r0:r1, :]  # [M, r, N] view
-        if k:
-            knn_x[:, r0:r1] = part.topk(min(k, n), dim=2).values.mean(dim=2)
-        part[:, :, r0:r1].diagonal(dim1=1, dim2=2).fill_(-torch.inf)
-        row_best[:, r0:r1] = part.amax(dim=2)
-        torch.maximum(col_best, part.amax(dim=1), out=col_best)
-    return knn_x, knn_y, row_best, col_best
-
-
-def _margin_scan(masked: torch.Tensor, half_x: torch.Tensor, half_y: torch.Tensor, chunk: int):
-    """Row and column maxima of the wrong candidates' margins, chunk by chunk (no `[M, N, N]` margin matrix)."""
-    m, n, _ = masked.shape
-    row_best, col_best = torch.empty(m, n), torch.full((m, n), -torch.inf)
-    for r0 in range(0, n, chunk):
-        r1 = min(r0 + chunk, n)
-        part = masked[:, r0:r1, :] / (half_x[:, r0:r1, None] + half_y[:, None, :])  # [M, r, N]
-        part[:, :, r0:r1].diagonal(dim1=1, dim2=2).fill_(-torch.inf)
-        row_best[:, r0:r1] = part.amax(dim=2)
-        torch.maximum(col_best, part.amax(dim=1), out=col_best)
-    return row_best, col_best
+        if not k:
+            part[:, :, r0:r1].diagonal(dim1=1, dim2=2).fill_(-torch.inf)
+            out["row_best"][:, r0:r1] = part.amax(dim=2)
+            torch.maximum(out["col_best"], part.amax(dim=1), out=out["col_best"])
+            continue
+        values, indices = part.topk(top, dim=2)  # [M, r, top]
+        half_x = values[:, :, : min(k, n)].mean(dim=2) / 2  # [M, r]
+        out["half_x"][:, r0:r1] = half_x
+        out["row_best"][:, r0:r1] = _best_wrong(values, indices, rows[None, r0:r1, None], dim=2)
+        margins = part / (half_x[:, :, None] + out["half_y"][:, None, :])  # [M, r, N]
+        margins[:, :, r0:r1].diagonal(dim1=1, dim2=2).fill_(-torch.inf)
+        out["margin_row_best"][:, r0:r1] = margins.amax(dim=2)
+        torch.maximum(out["margin_col_best"], margins.amax(dim=1), out=out["margin_col_best"])
+    return out
 
 
 def block_metrics(
@@ -128,10 +145,16 @@ def block_metrics(
     sims = torch.matmul(xa, xb.transpose(1, 2))  # [N, H] @ [M, H, N] -> [M, N, N]; rows a, columns b
     gold = sims.diagonal(dim1=1, dim2=2).clone()  # [M, N]
     cos_pos = gold.mean(dim=1)  # [M]
-    cos_neg = (sims.sum(dim=(1, 2)) - gold.sum(dim=1)) / max(n * n - n, 1)  # [M]
-    knn_x, knn_y, row_best, col_best = _scan(sims, k, chunk)  # sims now has -inf on its diagonal
-    half_x, half_y = knn_x / 2, knn_y / 2  # the margin's denominator is half_x[i] + half_y[j]
+    # The sum of all cosines is (sum of a's vectors) . (sum of b's vectors): no pass over the matrix.
+    total = torch.matmul(xb.sum(dim=1), xa.sum(dim=0))  # [M, H] @ [H] -> [M]
+    cos_neg = (total - gold.sum(dim=1)) / max(n * n - n, 1)  # [M]
+    scan = _scan(sims, chunk, k)
+    half_x, half_y = scan["half_x"], scan["half_y"]  # the margin's denominator is half_x[i] + half_y[j]
     gold_margin = gold / (half_x + half_y)
+
+    def masked_sims() -> torch.Tensor:
+        sims.diagonal(dim1=1, dim2=2).fill_(-torch.inf)
+        return sims
 
     def full_margins() -> torch.Tensor:
         margins = sims / (half_x.unsqueeze(2) + half_y.unsqueeze(1))  # [M, N, N]
@@ -139,13 +162,13 @@ def block_metrics(
         return margins
 
     results = {
-        "cosine": _accuracies(gold, row_best, col_best, lambda: sims),
-        "margin": _accuracies(gold_margin, *_margin_scan(sims, half_x, half_y, chunk), full_margins),
+        "cosine": _accuracies(gold, scan["row_best"], scan["col_best"], masked_sims),
+        "margin": _accuracies(gold_margin, scan["margin_row_best"], scan["margin_col_best"], full_margins),
     }
     centred = torch.matmul(ca, cb.transpose(1, 2))  # [M, N, N]
     gold_centred = centred.diagonal(dim1=1, dim2=2).clone()
-    _, _, row_best, col_best = _scan(centred, 0, chunk)
-    results["centred"] = _accuracies(gold_centred, row_best, col_best, lambda: centred)
+    scan = _scan(centred, chunk)  # centred now has -inf on its diagonal
+    results["centred"] = _accuracies(gold_centred, scan["row_best"], scan["col_best"], lambda: centred)
     out = []
     for m in range(xb.shape[0]):
         per = {}
