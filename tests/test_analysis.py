@@ -279,3 +279,39 @@ def test_align_layer_auto(tokenizer, tmp_path):
     trainer = build_trainer(config, model=make_model("llama"), tokenizer=tokenizer)
     assert 1 <= trainer.align_layer <= 3 and len(trainer.align_layer_curve) == 5
     assert config.align_layer == str(trainer.align_layer)
+
+
+def test_the_cache_answers_only_for_the_same_weights_dtype_and_adapter(flores, tokenizer, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from midalign.cli import main
+
+    base = tmp_path / "base"
+    make_model("llama", seed=0).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    out = tmp_path / "out"
+
+    def summary(*extra):
+        assert main(["analyze", "--model", str(base), "--data", str(flores), "--out", str(out), *extra]) == 0
+        return json.loads((out / "summary.json").read_text())
+
+    first = summary()
+    assert summary() == first  # same weights: answered from the cache
+    make_model("llama", seed=5).save_pretrained(base)  # other weights at the same path
+    assert summary() != first
+    again = summary("--dtype", "bfloat16")
+    cached = sorted((out / "cache").glob("*.safetensors"))
+    assert len(cached) == 3 * len(SENTENCES)  # one entry per language for each of the three models
+    assert again != first
+
+    adapter = tmp_path / "adapter"
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(
+        make_model("llama", seed=5), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)
+    )
+    lora.save_pretrained(adapter)
+    tuned = summary("--adapter", f"tuned={adapter}")
+    weights = adapter / "adapter_model.safetensors"
+    save_file({k: v * 2 for k, v in load_file(weights).items()}, weights)  # the adapter rewritten in place
+    assert summary("--adapter", f"tuned={adapter}")["systems"]["tuned"] != tuned["systems"]["tuned"]

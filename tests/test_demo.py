@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from midalign import evaluation
 from midalign.cli import main
@@ -76,8 +77,8 @@ def test_a_rewritten_adapter_is_evaluated_again(demo, monkeypatch):
     real = evaluation.generate
     monkeypatch.setattr(evaluation, "generate", counting)
     weights = work / "seed0" / "merged-w0.05" / "adapter_model.safetensors"
-    later = (work / "seed0" / "eval-cache" / "merged-w0.05.jsonl").stat().st_mtime_ns + 10**9
-    os.utime(weights, ns=(later, later))
+    # Rewritten with the same tensors (new bytes, the same function): evaluated again, with the same outputs.
+    save_file(load_file(weights), weights, metadata={"format": "pt", "rewritten": "yes"})
     again = run_demo(DemoConfig(preset="ci", smallest=True), work)
     assert calls == ["evaluate merged"]
     assert again["systems"] == json.loads(json.dumps(results["systems"]))  # greedy decoding: the same outputs
@@ -96,3 +97,21 @@ def test_another_alignment_layer_reuses_the_baseline(demo, capsys):
     report = (work / "seed0" / "report@1.0.md").read_text()
     for plot in ("transfer@1.0.png", "retrieval@1.0.png"):  # the report shows its own run's plots
         assert f"]({plot})" in report and (work / "seed0" / plot).is_file()
+
+
+def test_changed_inputs_set_old_stages_aside_and_an_interrupted_stage_reruns(demo):
+    work, _ = demo
+    runs = work / "seed0"
+    (runs / "align-only" / "log_history.json").unlink()  # killed between the adapter's save and its log
+    run_demo(DemoConfig(preset="ci", smallest=True), work)
+    assert (runs / "align-only" / "log_history.json").is_file()
+
+    copy = work.parent / (work.name + "-changed")
+    shutil.copytree(work, copy)
+    changed = run_demo(DemoConfig(preset="ci", smallest=True, lora_r=4), copy)
+    for name in ("baseline", "mid-align", "align-only"):
+        assert (copy / "seed0" / f"{name}.stale-1" / "adapter_model.safetensors").is_file(), name  # nothing lost
+        config = json.loads((copy / "seed0" / name / "midalign_config.json").read_text())
+        assert config["lora_r"] == 4
+    assert (copy / "seed0" / "merged-w0.05.stale-1").is_dir()
+    assert set(changed["systems"]) == {"baseline", "mid-align", "merged"}

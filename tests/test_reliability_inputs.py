@@ -199,3 +199,120 @@ def test_a_relative_base_path_matches_from_another_directory(tmp_path):
     assert not same_base(str(base), "runs/y/base")
     assert same_base("meta-llama/Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-8B/")
     assert not same_base("Qwen/Qwen2.5-7B", "meta-llama/Meta-Llama-3-8B")
+
+
+# ------------------------------------------------------------------ two runs, one folder
+def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(data, tokenizer):
+    from midalign.io import folder_lock
+
+    args = config(data)
+    busy = r"is in use by another training run \(pid \d+ on .*, since "
+    with folder_lock(args.output_dir, "training run"), pytest.raises(ConfigError, match=busy):
+        train(args, model=make_model(), tokenizer=tokenizer)
+    assert not any(Path(args.output_dir).glob("checkpoint-*"))
+    train(args, model=make_model(), tokenizer=tokenizer)  # free again once the holder is done
+    assert (Path(args.output_dir) / "adapter_model.safetensors").is_file()
+
+
+def test_an_output_folder_that_takes_no_file_is_refused_before_the_first_step(data, tokenizer, monkeypatch):
+    import midalign.io
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(midalign.io.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(ConfigError, match=r"out-mid-align is not writable: Permission denied"):
+        train(config(data), model=make_model(), tokenizer=tokenizer)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_refused_before_the_first_step(data, tokenizer):
+    args = config(data)
+    Path(args.output_dir).mkdir()
+    os.chmod(args.output_dir, 0o500)
+    try:
+        with pytest.raises(ConfigError, match="is not writable"):
+            train(args, model=make_model(), tokenizer=tokenizer)
+    finally:
+        os.chmod(args.output_dir, 0o700)
+
+
+# ------------------------------------------------------------------ one line, a documented exit code
+def test_ctrl_c_during_training_says_where_the_last_checkpoint_is(data, tokenizer, monkeypatch, capsys):
+    from transformers import TrainerCallback
+
+    import midalign.train.run as run_module
+    from midalign.errors import TrainingInterrupted
+
+    class CtrlC(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    build = run_module.build_trainer
+
+    def build_with_ctrl_c(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(CtrlC())
+        return trainer
+
+    monkeypatch.setattr(run_module, "build_trainer", build_with_ctrl_c)
+    args = config(data, max_steps=4, save_strategy="steps", save_steps=1)
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 2; last checkpoint: .*checkpoint-1; continue"):
+        train(args, model=make_model(), tokenizer=tokenizer)
+
+
+def test_known_failures_are_one_line_with_their_exit_code(tmp_path, capsys, monkeypatch):
+    from midalign.cli import main
+
+    data = make_data(tmp_path)
+    common = ["--task_data", data["task_data"], "--parallel_data", data["parallel_data"], "--report_to", "none"]
+
+    def run(model, *extra):
+        code = main(["train", "--model_name_or_path", str(model), *common, "--output_dir", str(tmp_path / "o"), *extra])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return code, err.strip().splitlines()[-1]
+
+    code, line = run(tmp_path / "no" / "such" / "model")
+    assert code == 2 and "no such model folder" in line
+    code, line = run("./missing-model")
+    assert code == 2 and line.endswith("./missing-model: no such model folder")
+
+    corrupt = tmp_path / "corrupt"
+    make_model().save_pretrained(corrupt)
+    (corrupt / "config.json").write_text("{not json", encoding="utf-8")
+    code, line = run(corrupt)
+    assert code == 2 and "midalign train: error: cannot load the tokenizer of" in line
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    t5 = tmp_path / "t5"
+    T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=16, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(
+        t5
+    )
+    from tests.conftest import make_tokenizer
+
+    make_tokenizer().save_pretrained(t5)
+    code, line = run(t5)
+    assert code == 2 and "cannot load" in line and "as a causal LM" in line
+
+    model_dir = tmp_path / "tiny"
+    make_model().save_pretrained(model_dir)
+    make_tokenizer().save_pretrained(model_dir)
+    code, line = run(model_dir, "--lora_target_modules", "c_attn", "c_proj")
+    assert code == 2 and "lora_target_modules ['c_attn', 'c_proj'] name no linear layer" in line and "q_proj" in line
+
+    import midalign.train.trainer as trainer_module
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "o" / "adapter_model.safetensors"))
+
+    monkeypatch.setattr(trainer_module.MidAlignTrainer, "save_model", disk_full)
+    code, line = run(model_dir, "--max_steps", "1", "--output_dir", str(tmp_path / "full"))
+    assert code == 3 and "midalign train: error: No space left on device: " in line  # after the progress bar
+
+    monkeypatch.delenv("MIDALIGN_DEBUG", raising=False)
+    code = main(["--debug", "train", "--model_name_or_path", str(tmp_path / "no" / "model"), *common])
+    assert code == 2 and "Traceback" in capsys.readouterr().err
+    monkeypatch.delenv("MIDALIGN_DEBUG", raising=False)

@@ -275,9 +275,9 @@ def test_bad_training_yaml_is_a_clean_error(tmp_path, capsys, text, message):
 
 def test_config_flag_without_a_path_is_a_clean_error(capsys):
     assert main(["train", "--config"]) == 2
-    assert "midalign: error: --config needs the path of a YAML file" in capsys.readouterr().err
+    assert "midalign train: error: --config needs the path of a YAML file" in capsys.readouterr().err
     assert main(["train", "--config", "no/such/run.yaml"]) == 2
-    assert "midalign: error: no/such/run.yaml: file not found" in capsys.readouterr().err
+    assert "midalign train: error: no/such/run.yaml: file not found" in capsys.readouterr().err
 
 
 def test_training_yaml_reaches_the_config(tmp_path, monkeypatch):

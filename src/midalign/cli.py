@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from midalign import __version__
-from midalign.errors import ConfigError, MidalignError
+from midalign.errors import EXIT_USAGE, ConfigError, MidalignError, report
 from midalign.io import read_yaml_file
 
 TRAIN_HELP = """\
@@ -99,21 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the `midalign` command line with `argv` (default: `sys.argv[1:]`); returns the exit code."""
+    """Run the `midalign` command line with `argv` (default: `sys.argv[1:]`); returns the exit code.
+
+    Known failures (bad input, the machine refusing, Ctrl-C) end in one line and a documented exit code
+    (`midalign.errors.report`); `--debug` anywhere on the line also prints their traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:
+        argv.remove("--debug")
+        os.environ["MIDALIGN_DEBUG"] = "1"
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
     try:
-        if argv and argv[0] == "train":
+        if command == "train":
             return train_main(argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
-            return 1
+            return EXIT_USAGE
         return int(args.func(args) or 0)
-    except MidalignError as e:
-        print(f"midalign: error: {e}", file=sys.stderr)
-        return 2
+    except (MidalignError, OSError, KeyboardInterrupt) as e:
+        return report(command, e)
 
 
 if __name__ == "__main__":

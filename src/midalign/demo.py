@@ -80,47 +80,85 @@ class DemoConfig:
         return PretrainConfig.preset(self.preset, seed=self.world_seed, **(overrides if self.smallest else {}))
 
 
+STAGE_KEY = ".stage-key.json"
+
+
+def _stage_is_current(out: Path, key: dict) -> bool:
+    """Whether `out` was made from exactly `key`; a folder made from something else is set aside, not reused.
+
+    A stage's key holds everything its output depends on (settings, fingerprints of the base model and data), so
+    switching the preset, the base or a setting in one workdir reruns what changed. Nothing is deleted: an old
+    output moves to `<name>.stale-N`.
+    """
+    recorded = out / STAGE_KEY
+    if recorded.is_file() and json.loads(recorded.read_text(encoding="utf-8")) == key:
+        return True
+    if out.exists():
+        aside, n = out.with_name(f"{out.name}.stale-1"), 1
+        while aside.exists():
+            n += 1
+            aside = out.with_name(f"{out.name}.stale-{n}")
+        logger.warning("demo: %s was made from other inputs; moved to %s", out, aside.name)
+        out.rename(aside)
+    return False
+
+
+def _record_stage(out: Path, key: dict) -> None:
+    write_json_atomic(out / STAGE_KEY, key)
+
+
 def _train(config: DemoConfig, base: Path, paths, out: Path, mode: str, *, layer: str | None = None) -> Path:
-    """Fine-tune one system (cached: a finished run leaves `midalign_config.json`)."""
+    """Fine-tune one system, reused when a finished run (`log_history.json`, written last) has the same inputs.
+
+    A run killed before it finished is trained again (`resume`), from its last checkpoint if it has one.
+    """
+    from midalign.modeling import file_fingerprint
     from midalign.train import MidAlignConfig, train
 
-    if (out / "log_history.json").is_file():  # written last: the run finished
-        return out
     steps = {}
     if mode == "align-only":
         default_steps = 150 if config.preset == "default" else 50
         steps = dict(max_steps=12 if config.smallest else config.align_steps or default_steps)
     elif config.smallest:
         steps = dict(max_steps=4)
-    trainer = train(
-        MidAlignConfig(
-            model_name_or_path=str(base),
-            output_dir=str(out),
-            mode=mode,
-            task_data=str(paths.task_train),
-            parallel_data=[str(paths.parallel)],
-            pivot_language="en",
-            align_layer=layer or config.align_layer,
-            per_device_train_batch_size=config.batch_size,
-            align_batch_size=config.align_batch_size or config.batch_size,
-            align_weight=config.align_weight,
-            align_schedule=config.align_schedule,
-            align_detach_tgt=config.align_detach_tgt,
-            num_train_epochs=config.task_epochs,
-            learning_rate=config.learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=0.05,
-            lora_r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=0.0,
-            seed=config.seed,
-            logging_steps=1 if config.smallest else 10,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            **steps,
-        )
+    settings = dict(
+        model_name_or_path=str(base),
+        output_dir=str(out),
+        mode=mode,
+        task_data=str(paths.task_train),
+        parallel_data=[str(paths.parallel)],
+        pivot_language="en",
+        # The baseline never aligns: runs at other layers share it (its key must not name the layer).
+        align_layer=DemoConfig.align_layer if mode == "baseline" else layer or config.align_layer,
+        per_device_train_batch_size=config.batch_size,
+        align_batch_size=config.align_batch_size or config.batch_size,
+        align_weight=config.align_weight,
+        align_schedule=config.align_schedule,
+        align_detach_tgt=config.align_detach_tgt,
+        num_train_epochs=config.task_epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        seed=config.seed,
+        logging_steps=1 if config.smallest else 10,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        **steps,
     )
+    key = {
+        "settings": settings,
+        "base": file_fingerprint(base),
+        "data": file_fingerprint(paths.task_train, paths.parallel),
+    }
+    if _stage_is_current(out, key) and (out / "log_history.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    _record_stage(out, key)
+    trainer = train(MidAlignConfig(**settings, resume=True))
     write_json_atomic(out / "log_history.json", trainer.state.log_history)
     return out
 
@@ -150,22 +188,24 @@ def _averages(scores: dict[str, dict[str, float]], supervised: list[str]) -> dic
 def _predict(base: Path, tokenizer, adapter: Path, examples: list[dict], cache: Path, desc: str) -> list[str]:
     """Greedy outputs of `base` + `adapter` for the examples' prompts, reused from `cache` when still valid.
 
-    The cache (`<cache>/<adapter folder>.jsonl`, prompt and output per line) is valid for the same prompts in the
-    same order and an adapter not rewritten since, so re-running the demo or the benchmark does not generate again.
+    The cache (`<cache>/<adapter folder>.jsonl`: a key line, then prompt and output per line) is valid for the same
+    prompts in the same order and the same base and adapter files, so re-running the demo or the benchmark does not
+    generate again.
     """
     from midalign.evaluation import generate
-    from midalign.modeling import load_model
+    from midalign.modeling import file_fingerprint, load_model
 
     prompts = [e["prompt"] for e in examples]
     path = cache / f"{adapter.name}.jsonl"
-    weights = max(p.stat().st_mtime_ns for p in adapter.glob("*.safetensors"))
-    if path.is_file() and path.stat().st_mtime_ns >= weights:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-        if [r["prompt"] for r in rows] == prompts:
+    key = {"model": file_fingerprint(base, adapter)}
+    if path.is_file():
+        head, *lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines]
+        if json.loads(head) == key and [r["prompt"] for r in rows] == prompts:
             return [r["output"] for r in rows]
     model = load_model(base, adapter=adapter, dtype="float32")
     outputs = generate(model, tokenizer, prompts, chat_template=False, batch_size=64, max_new_tokens=48, desc=desc)
-    rows = [{"prompt": p, "output": o} for p, o in zip(prompts, outputs, strict=True)]
+    rows = [key] + [{"prompt": p, "output": o} for p, o in zip(prompts, outputs, strict=True)]
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return outputs
 
@@ -176,7 +216,7 @@ def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
     from midalign.analysis.report import plot_curves, write_report
     from midalign.evaluation import prediction_rows, score_by_language
     from midalign.merging import merge_adapters
-    from midalign.modeling import load_model, load_tokenizer
+    from midalign.modeling import file_fingerprint, load_model, load_tokenizer
     from midalign.synthetic.pretrain import pretrain
     from midalign.synthetic.world import WorldPaths, build_world
 
@@ -213,7 +253,8 @@ def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
     done("fine-tune")
     align_only = _train(config, base, paths, runs / f"align-only{tag}", "align-only")
     merged = runs / f"merged{tag}-w{config.merge_weight}"
-    if not (merged / "merge_recipe.json").is_file():
+    merge_key = {"weight": config.merge_weight, "inputs": file_fingerprint(base, systems["baseline"], align_only)}
+    if not (_stage_is_current(merged, merge_key) and (merged / "merge_recipe.json").is_file()):
         merge_adapters(
             base,
             {"task": systems["baseline"], "align": align_only},
@@ -221,6 +262,7 @@ def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
             out_dir=merged,
             method="sum",
         )
+        _record_stage(merged, merge_key)
     systems["merged"] = merged
     done("align-only + merge")
 

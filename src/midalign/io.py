@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import socket
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,58 @@ def current_umask() -> int:
 def apply_umask(path: str | os.PathLike, *, folder: bool = False) -> None:
     """Give a file or folder made by `tempfile` (always 0600 / 0700) the mode a plain `open`/`mkdir` would have."""
     os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
+LOCK_FILE = ".midalign.lock"
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and prove it takes a file now, not after hours of work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{folder} is not writable: {e.strerror}") from None
+    return folder
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
+    """Hold an exclusive lock on `folder` for one run; a second run into it is refused, naming the holder.
+
+    The lock is `fcntl.flock` on `folder/.midalign.lock` (released by the OS if the holder dies, so a killed run
+    never leaves a stale lock); the file says who holds it. Where `fcntl` does not exist (Windows), no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    created = not Path(folder).exists()
+    path = check_writable(folder) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 500, 0).decode("utf-8", "replace").strip() or "another process"
+            raise ConfigError(
+                f"{folder} is in use by another {what} ({holder}); wait for it to finish or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}".encode(), 0)
+        try:
+            yield
+        except BaseException:
+            if created and [p.name for p in Path(folder).iterdir()] == [LOCK_FILE]:
+                path.unlink()  # a run refused before it wrote anything leaves no folder behind
+                Path(folder).rmdir()
+            raise
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from midalign.cliargs import named_path
-from midalign.errors import ConfigError, MidalignError
+from midalign.errors import ConfigError, MidalignError, report
 from midalign.merging import METHODS, RECIPE
 
 
@@ -116,9 +115,8 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             sweep=sweep,
         )
-    except MidalignError as e:
-        print(f"midalign merge: error: {e}", file=sys.stderr)
-        return 2
+    except (MidalignError, OSError, KeyboardInterrupt) as e:
+        return report("merge", e)
     recipe = json.loads((out / RECIPE).read_text(encoding="utf-8"))
     if "sweep" in recipe:
         print(recipe["sweep"]["markdown"])

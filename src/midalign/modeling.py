@@ -12,12 +12,66 @@ from pathlib import Path
 
 import torch
 
-from midalign.errors import ConfigError
+from midalign.errors import ConfigError, UnsupportedModelError
 
 # Weight files that are pickles (loading them can execute code); midalign never reads them.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def weights_fingerprint(model) -> str:
+    """A key that changes when the model's weights, dtype or architecture change (for caches of its outputs).
+
+    Reads at most 4096 evenly spaced values of every parameter and buffer, with its name, shape and dtype, so it
+    costs milliseconds even for an 8B model: retraining or reloading in another dtype changes it; an edit that
+    touches none of the sampled values would not (no training step is that sparse).
+    """
+    import hashlib
+
+    from midalign.layers import unwrap_model
+
+    base = unwrap_model(model)
+    digest = hashlib.sha256(type(base).__name__.encode())
+    for name, tensor in [*base.named_parameters(), *base.named_buffers()]:
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        flat = tensor.detach().reshape(-1)
+        if flat.numel() and flat.device.type != "meta":
+            index = torch.linspace(0, flat.numel() - 1, min(flat.numel(), 4096), device=flat.device).long()
+            digest.update(flat[index].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def file_fingerprint(*paths: str | os.PathLike) -> str:
+    """A key of the contents of files and folders (recursively; hidden entries skipped), for stage caches."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for root in map(Path, paths):
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for file in files:
+            if any(part.startswith(".") for part in file.relative_to(root.parent).parts):
+                continue
+            digest.update(f"{file.relative_to(root.parent)}\0".encode())
+            with open(file, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()[:20]
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().split("\n", 1)[0]
+
+
+def _check_local_path(name_or_path: str | os.PathLike) -> None:
+    """Fail at once for a local folder that does not exist, instead of asking the hub for it (retries, then a
+    traceback). A name is read as local when it starts like a path (`./`, `../`, `/`, `~`) or its parent folder
+    exists here (`runs/base` with a `runs/` folder)."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    looks_local = text.startswith((".", "/", "~")) or (os.sep in text and path.parent.is_dir())
+    if looks_local and not path.exists():
+        raise ConfigError(f"{text}: no such model folder")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None):
@@ -33,7 +87,11 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
     """Load a tokenizer and make sure it can pad (the EOS token is used when it has no pad token)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    _check_local_path(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:  # not found, offline, a corrupt tokenizer or config file
+        raise ConfigError(f"cannot load the tokenizer of {name_or_path}: {_first_line(e)}") from e
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise ConfigError(f"tokenizer of {name_or_path} has neither a pad nor an EOS token")
@@ -51,6 +109,7 @@ def load_model(
     """Load an `AutoModelForCausalLM` (safetensors only) and optionally a PEFT adapter on top of it."""
     from transformers import AutoModelForCausalLM
 
+    _check_local_path(name_or_path)
     folder = Path(name_or_path)
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
         base = _recorded_base(folder)
@@ -72,8 +131,10 @@ def load_model(
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
         )
-    except OSError as e:  # not found, no safetensors on the hub, unreadable files
-        raise ConfigError(f"cannot load the model {name_or_path}: {e}") from e
+    except OSError as e:  # not found, offline, no safetensors on the hub, unreadable files
+        raise ConfigError(f"cannot load the model {name_or_path}: {_first_line(e)}") from e
+    except ValueError as e:  # a corrupt config.json, or an architecture that is not a causal LM (T5, BERT, ...)
+        raise UnsupportedModelError(f"cannot load {name_or_path} as a causal LM: {_first_line(e)}") from e
     if adapter is not None:
         model = load_adapter(model, adapter)
     return model

@@ -83,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         include_special_tokens=args.include_special_tokens,
         cache_dir=args.cache_dir or Path(args.out) / "cache",
-        model_id=args.model,
     )
     written = write_report(result, args.out)
     for system, s in result.summary()["systems"].items():

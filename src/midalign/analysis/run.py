@@ -14,6 +14,7 @@ from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
 from midalign.data.readers import Pair, read_multiway
 from midalign.errors import ConfigError, DataError
 from midalign.io import read_json_file
+from midalign.modeling import file_fingerprint, weights_fingerprint
 from midalign.pooling import Pooling
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,6 @@ def analyze(
     pooling: Pooling = "mean",
     include_special_tokens: bool = False,
     cache_dir: str | Path | None = None,
-    model_id: str | None = None,
 ) -> AnalysisResult:
     """Layer-wise alignment of `model` (and each adapter on it) on a multi-way parallel set.
 
@@ -142,7 +142,8 @@ def analyze(
         data: FLORES-style folder or JSONL of `{lang: sentence}` rows.
         pivot: only directions with the pivot on one side (all ordered pairs when None).
         groups: `{group: [languages]}` or a JSON file of it, for per-group averages.
-        cache_dir: where pooled vectors are cached (keyed on model, adapter, settings and sentences).
+        cache_dir: where pooled vectors are cached, keyed by what determines them: the base model's weights and
+            dtype (`weights_fingerprint`), the adapter's files, the settings and the sentences.
     """
     table = read_multiway(data, languages)
     if len(table) < 2:
@@ -151,13 +152,14 @@ def analyze(
         raise DataError(f"pivot {pivot!r} is not among the languages {sorted(table)}", path=str(data))
     group_map = groups if isinstance(groups, dict) else load_groups(groups, sorted(table))
     systems = system_models(model, adapters or {}, include_base)
+    base_key = weights_fingerprint(model)  # before any adapter wraps it
     settings = dict(pooling=pooling, include_special_tokens=include_special_tokens, max_length=max_length)
     states: dict[str, dict[str, torch.Tensor]] = {}
     for name, (run_model, adapter_id) in systems:
         states[name] = {}
         for lang, sentences in tqdm(table.items(), desc=f"analyze {name}", total=len(table), leave=False):
             key = dict(
-                model=model_id or getattr(model.config, "_name_or_path", ""),
+                model=base_key,
                 adapter=adapter_id,
                 lang=lang,
                 sentences=sentences,
@@ -193,10 +195,9 @@ def system_models(model, adapters: dict[str, str], include_base: bool):
 
 
 def _adapter_id(path: str | Path) -> str:
-    """Identify an adapter by its path and the modification time and size of its weights (cache key)."""
-    weights = Path(path) / "adapter_model.safetensors"
-    stat = weights.stat() if weights.is_file() else None
-    return f"{Path(path).resolve()}:{stat.st_mtime_ns}:{stat.st_size}" if stat else str(Path(path).resolve())
+    """Identify an adapter by the contents of its weights and config (cache key)."""
+    folder = Path(path)
+    return file_fingerprint(*(folder / name for name in ("adapter_config.json", "adapter_model.safetensors")))
 
 
 def recommend_layer_for_pairs(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from midalign.cliargs import named_path
-from midalign.errors import ConfigError, DataError, MidalignError
+from midalign.errors import ConfigError, DataError, MidalignError, report
 from midalign.io import check_name, read_json_file
 
 FORMATS = ("jsonl", "massive", "massive-hf", "text", "flores")
@@ -202,9 +201,8 @@ def run(args: argparse.Namespace) -> int:
             supervised=args.supervised_langs,
             transfer=args.transfer_langs,
         )
-    except MidalignError as e:
-        print(f"midalign evaluate: error: {e}", file=sys.stderr)
-        return 2
+    except (MidalignError, OSError, KeyboardInterrupt) as e:
+        return report("evaluate", e)
     print(written["tables.md"].read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(path) for path in written.values()))
     return 0

@@ -6,6 +6,7 @@ import logging
 
 from torch import nn
 
+from midalign.errors import ConfigError
 from midalign.layers import decoder_layers, unwrap_model
 from midalign.train.config import ALL_LINEAR
 
@@ -24,6 +25,20 @@ def _linear_names(block: nn.Module) -> set[str]:
 
 def _adapted_names(block: nn.Module) -> set[str]:
     return {name.split(".")[-1] for name, module in block.named_modules() if hasattr(module, "lora_A")}
+
+
+def check_lora_targets(model: nn.Module, targets) -> None:
+    """Refuse named LoRA targets that name no linear layer of the model's blocks at all, listing the names there
+    are (PEFT's own error says only that they were not found)."""
+    if isinstance(targets, str) or not targets:  # `all-linear` or a regular expression: PEFT resolves it
+        return
+    present = set().union(*(_linear_names(block) for block in decoder_layers(model)))
+    missing = [t for t in targets if t not in present]
+    if missing and len(missing) == len(list(targets)):
+        raise ConfigError(
+            f"lora_target_modules {missing} name no linear layer of {type(unwrap_model(model)).__name__}'s blocks; "
+            f"they have {sorted(present)}. Use {ALL_LINEAR} to adapt every one"
+        )
 
 
 def warn_unmatched_lora_targets(model: nn.Module, targets: list[str], layers: list[int] | None) -> list[str]:

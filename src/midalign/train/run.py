@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 
 from datasets import Dataset
 
 from midalign.data.readers import read_parallel, read_task_examples
-from midalign.errors import ConfigError
-from midalign.io import read_json_file
+from midalign.errors import ConfigError, TrainingInterrupted
+from midalign.io import folder_lock, read_json_file
 from midalign.layers import num_layers, resolve_layer
 from midalign.modeling import load_model, load_tokenizer
 from midalign.train.checkpoints import checkpoints, last_checkpoint, step
@@ -181,20 +183,31 @@ def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrai
     checkpoint; a checkpoint whose save was interrupted is renamed `checkpoint-N.incomplete`.
     """
     output_dir = Path(config.output_dir)
-    checkpoint = last_checkpoint(output_dir)
-    started = output_dir.is_dir() and (bool(checkpoints(output_dir)) or (output_dir / CONFIG_FILE).is_file())
-    if started and not config.resume:
-        what = Path(checkpoint).name if checkpoint else "the output of an earlier run"
-        raise ConfigError(
-            f"{config.output_dir} already holds {what}; pass --resume to continue that run or choose a new output_dir"
-        )
-    trainer = build_trainer(config, model=model, tokenizer=tokenizer)
-    if config.resume and checkpoint is None:
-        logger.warning("midalign: --resume given but %s has no checkpoint; starting from scratch", config.output_dir)
-    if config.resume and checkpoint is not None:
-        check_resume_settings(trainer.resolved_settings(), Path(checkpoint) / CONFIG_FILE)
-    if config.resume and trainer.args.should_save and output_dir.is_dir():
-        _set_aside_incomplete(output_dir, checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint if config.resume else None)
-    trainer.save_model(config.output_dir)
+    # One process per run takes the lock (under torchrun every rank calls train(); rank 0 speaks for the run).
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with folder_lock(output_dir, "training run") if main_process else contextlib.nullcontext():
+        checkpoint = last_checkpoint(output_dir)
+        started = bool(checkpoints(output_dir)) or (output_dir / CONFIG_FILE).is_file()
+        if started and not config.resume:
+            what = Path(checkpoint).name if checkpoint else "the output of an earlier run"
+            raise ConfigError(
+                f"{config.output_dir} already holds {what}; pass --resume to continue that run or choose a new "
+                "output_dir"
+            )
+        trainer = build_trainer(config, model=model, tokenizer=tokenizer)
+        if config.resume and checkpoint is None:
+            logger.warning("midalign: --resume given but %s has no checkpoint; starting from scratch", output_dir)
+        if config.resume and checkpoint is not None:
+            check_resume_settings(trainer.resolved_settings(), Path(checkpoint) / CONFIG_FILE)
+        if config.resume and trainer.args.should_save:
+            _set_aside_incomplete(output_dir, checkpoint)
+        try:
+            trainer.train(resume_from_checkpoint=checkpoint if config.resume else None)
+        except KeyboardInterrupt:
+            saved = last_checkpoint(output_dir)
+            raise TrainingInterrupted(
+                f"training interrupted at step {trainer.state.global_step}; "
+                + (f"last checkpoint: {saved}; continue with --resume" if saved else "no checkpoint was saved yet")
+            ) from None
+        trainer.save_model(config.output_dir)
     return trainer

@@ -47,7 +47,7 @@ from midalign.layers import num_layers, resolve_layer, unwrap_model
 from midalign.objective import contrastive_loss, pair_embeddings
 from midalign.train.checkpoints import last_checkpoint
 from midalign.train.config import MidAlignConfig
-from midalign.train.lora import trained_parameters, warn_unmatched_lora_targets
+from midalign.train.lora import check_lora_targets, trained_parameters, warn_unmatched_lora_targets
 
 CONFIG_FILE = "midalign_config.json"
 logger = logging.getLogger(__name__)
@@ -162,6 +162,8 @@ class MidAlignTrainer(SFTTrainer):
             raise ConfigError("finetuning is 'full' but a peft_config was given; set finetuning: lora or drop it")
         if args.finetuning == "lora" and peft_config is None and not isinstance(model, PeftModel):
             peft_config = args.lora_config()  # what the config says, not every parameter of the model
+        if peft_config is not None and isinstance(model, torch.nn.Module):
+            check_lora_targets(model, peft_config.target_modules)
         if not args.assistant_only_loss:
             # The paper's loss is on the answer only; TRL would train a `messages` row's prompt too.
             train_dataset, eval_dataset = _completion_only(train_dataset), _completion_only(eval_dataset)
