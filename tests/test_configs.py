@@ -34,7 +34,7 @@ def test_paper_recipe_has_the_paper_hyperparameters(path):
     assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 128  # on one GPU
     assert config.align_layer == ("16" if "llama3" in path.stem else "14")  # the middle of 32 / 28 blocks
     assert yaml.safe_load(path.read_text())["bf16"] is True
-    assert config.gradient_checkpointing
+    assert config.activation_checkpointing
 
 
 @pytest.mark.parametrize("path", LAUNCH, ids=lambda p: p.stem)

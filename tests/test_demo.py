@@ -60,6 +60,10 @@ def test_rerun_reuses_every_stage(demo, capsys, monkeypatch):
     after = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
     assert before == after
     assert "transfer" in capsys.readouterr().out
+    # The report keeps the seconds of the run that made each stage (a rerun said `pretrain: 0.0`).
+    times = json.loads((work / "seed0" / "results.json").read_text())["seconds"]
+    assert times["pretrain"]["reused"] and times["pretrain"]["seconds"] > 0
+    assert times["fine-tune"]["reused"] and times["fine-tune"]["seconds"] > 1
 
 
 def _refuse(*args, **kwargs):
@@ -115,3 +119,18 @@ def test_changed_inputs_set_old_stages_aside_and_an_interrupted_stage_reruns(dem
         assert config["lora_r"] == 4
     assert (copy / "seed0" / "merged-w0.05.stale-1").is_dir()
     assert set(changed["systems"]) == {"baseline", "mid-align", "merged"}
+
+
+def test_the_report_reads_as_a_result_section_in_percent(demo):
+    work, results = demo
+    report = (work / "seed0" / "report.md").read_text()
+    for part in ("**What ran.**", "## Results", "**What it shows.**", "## Per language", "## Alignment per layer"):
+        assert part in report
+    assert "## Stage times" in report and "{'world'" not in report  # a table, not a Python dict
+    layer = results["align_layer_index"]
+    for name in ("base", "mid-align"):  # retrieval in percent, as the scores
+        assert f"{name} {100 * results['retrieval'][name]['margin'][layer]:.1f}%" in report
+    baseline, aligned = (
+        results["systems"][n]["averages"]["transfer"]["slot_type_f1"] for n in ("baseline", "mid-align")
+    )
+    assert f"slot-type F1 {aligned - baseline:+.1f}" in report  # the verdict is computed from the table

@@ -13,9 +13,7 @@ import hashlib
 import json
 import math
 import re
-import shlex
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -540,26 +538,6 @@ def test_cli_sweep_generates_scores_and_keeps_the_best(llama, tmp_path, capsys):
     recipe = json.loads((out / RECIPE).read_text())
     assert recipe["weights"] == {"task": 1.0, "align": sweep["best"]}
     assert re.search(r"best: align=\S+ \(slot_type_f1, avg transfer", printed)
-
-
-# --- docs ------------------------------------------------------------------------------------------------
-
-
-def test_merging_doc_examples_run(tmp_path, monkeypatch, capsys):
-    """Every `python` block of docs/merging.md runs in order, then every `midalign merge` line of its bash blocks."""
-    text = (ROOT / "docs" / "merging.md").read_text(encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__doc_example__"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
-            exec(compile(block, "docs/merging.md", "exec"), namespace)
-    assert capsys.readouterr().out.strip()
-    commands = " ".join(re.findall(r"```bash\n(.*?)```", text, flags=re.S)).replace("\\\n", " ")
-    lines = [line for line in commands.splitlines() if line.strip().startswith("midalign merge")]
-    assert lines
-    for line in lines:
-        assert run_cli(shlex.split(line)[2:]) == 0
 
 
 def test_sweep_with_a_model_object_uses_the_given_tokenizer(llama, tmp_path):

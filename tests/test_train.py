@@ -265,10 +265,10 @@ def test_gradient_checkpointing_with_lora_trains_the_lora_weights(data, tokenize
     trainer, before, after = run(
         data,
         tokenizer,
-        gradient_checkpointing=True,
-        gradient_checkpointing_kwargs={"use_reentrant": reentrant},
+        activation_checkpointing=True,
+        activation_checkpointing_kwargs={"use_reentrant": reentrant},
     )
-    assert unwrap_model(trainer.model).is_gradient_checkpointing
+    assert unwrap_model(trainer.model).is_activation_checkpointing
     for block in range(4):
         names = [n for n in before if f".layers.{block}." in n and "lora_B" in n]
         assert names and all(not torch.equal(before[n], after[n]) for n in names), block

@@ -18,7 +18,7 @@ from midalign.errors import ConfigError
 from midalign.train import MidAlignConfig, MidAlignTrainer, build_trainer, train
 from midalign.train.lora import warn_unmatched_lora_targets
 from tests.conftest import make_model
-from tests.test_train import config, make_data, write_jsonl
+from tests.test_train import PAIRS, config, make_data, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM, USER, ANSWER = "the big red house", "play song by artist", "city : paris"
@@ -67,7 +67,9 @@ def test_a_messages_dataset_from_python_trains_on_the_answer_only(data, tokenize
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs" / "paper").glob("*slots.yaml")), ids=lambda p: p.stem)
 def test_paper_recipes_with_the_documented_chat_data_train_the_answer_only(data, tokenizer, recipe):
     task = write_jsonl(data["dir"] / "chat.jsonl", [{"messages": CHAT}] * 4)
-    overrides = ["--bf16", "false", "--gradient_checkpointing", "false", "--report_to", "none", "--align_layer", "2"]
+    pairs = [{"src": s, "tgt": t, "src_lang": lang, "tgt_lang": "en"} for s, t, lang in PAIRS]
+    data["parallel_data"] = write_jsonl(data["dir"] / "pairs32.jsonl", pairs * 6)  # the recipes' batch is 32 pairs
+    overrides = ["--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none", "--align_layer", "2"]
     for key, value in dict(
         task_data=task,
         task_eval_data=task,

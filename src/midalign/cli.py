@@ -99,6 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_midalign_logs() -> None:
+    """Print midalign's own INFO messages; other libraries keep their levels (a root logger at INFO would print
+    every library's INFO lines, such as accelerate's gather notice at each logging step)."""
+    log = logging.getLogger("midalign")
+    if not any(isinstance(h, _CurrentStderr) for h in log.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is at each message (tests and notebooks replace it between calls)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `midalign` command line with `argv` (default: `sys.argv[1:]`); returns the exit code.
 
@@ -109,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" in argv:
         argv.remove("--debug")
         os.environ["MIDALIGN_DEBUG"] = "1"
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _show_midalign_logs()
     command = argv[0] if argv and not argv[0].startswith("-") else ""
     try:
         if command == "train":

@@ -277,7 +277,7 @@ def load_adapters(
     from peft.tuners.lora import Linear as LoraLinear
     from peft.tuners.lora import LoraLayer
 
-    from midalign.modeling import check_adapter_base, check_adapter_matches, load_model
+    from midalign.modeling import check_adapter_base, check_adapter_matches, load_model, quiet_peft_wrap
 
     if not adapters:
         raise ConfigError("no adapter to merge")
@@ -295,7 +295,8 @@ def load_adapters(
             check_adapter_matches(model, configs[name], f"adapter {name!r} ({path})")
             try:
                 if peft_model is None:
-                    peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+                    with quiet_peft_wrap():
+                        peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
                 else:
                     peft_model.load_adapter(str(path), adapter_name=name)
             except (RuntimeError, ValueError, KeyError) as e:

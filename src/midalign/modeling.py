@@ -7,7 +7,10 @@ the caller sets `trust_remote_code=True`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -57,6 +60,19 @@ def file_fingerprint(*paths: str | os.PathLike) -> str:
                 for chunk in iter(lambda f=f: f.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def quiet_peft_wrap() -> Iterator[None]:
+    """Wrap a model in PEFT without transformers' deprecation warning for `is_gradient_checkpointing`.
+
+    PEFT 0.21 reads that deprecated property whenever it builds a `PeftModel` (peft_model.py, `__init__`), so
+    every command would print a FutureWarning that the user can do nothing about. Only that one warning, and only
+    while PEFT wraps the model, is silenced; drop this once PEFT reads `is_activation_checkpointing`.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def _first_line(error: BaseException) -> str:
@@ -146,7 +162,8 @@ def load_adapter(model, adapter: str | os.PathLike, *, adapter_name: str = "defa
 
     cfg = read_adapter_config(adapter)
     check_adapter_matches(model, cfg, str(adapter))
-    return PeftModel.from_pretrained(model, str(adapter), adapter_name=adapter_name, is_trainable=is_trainable)
+    with quiet_peft_wrap():
+        return PeftModel.from_pretrained(model, str(adapter), adapter_name=adapter_name, is_trainable=is_trainable)
 
 
 def read_adapter_config(adapter: str | os.PathLike):
@@ -195,6 +212,19 @@ def same_base(given: str, recorded: str) -> bool:
     rec = Path(recorded)
     given_path = Path(model_id(given))
     return not rec.is_absolute() and given_path.is_absolute() and given_path.parts[-len(rec.parts) :] == rec.parts
+
+
+def check_tokenizer_fits(model, tokenizer, where: str) -> None:
+    """Refuse a tokenizer whose ids the model's embedding table cannot hold (another model's tokenizer); the
+    model would otherwise fail deep inside the forward pass with `IndexError: index out of range in self`."""
+    from midalign.layers import unwrap_model
+
+    rows = unwrap_model(model).get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ConfigError(
+            f"{where}: the tokenizer has {len(tokenizer)} tokens but the model's embedding table has {rows} rows; "
+            "they do not belong together (was the model folder rewritten by another example?)"
+        )
 
 
 def check_adapter_base(given: str, peft_config, where: str) -> None:

@@ -26,27 +26,43 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def plot_curves(result: AnalysisResult, metric: str) -> bytes:
-    """Per-layer average of `metric`: one line per system, one panel per language group (plus all)."""
+def plot_curves(result: AnalysisResult, metric: str, *, mark_layer: int | None = None) -> bytes:
+    """Per-layer average of `metric`: one line per system, one panel per language group (plus all).
+
+    A dotted vertical line marks each system's recommended layer (in the first panel, named in the legend);
+    `mark_layer` shades one layer, such as the one an adapter was aligned at.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     panels = [None, *result.groups]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False, sharey=True)
+    extra, lines = [], []
     for ax, group in zip(axes[0], panels, strict=True):
         for system in result.systems:
             curve = result.curve(system, metric, group)
-            ax.plot(range(len(curve)), curve, marker="o", markersize=3, label=system)
+            (line,) = ax.plot(range(len(curve)), curve, marker="o", markersize=3, label=system)
+            if group is None:
+                lines.append(line)
             best = result.recommended_layer(system, metric) if group is None else None
             if best is not None:
-                ax.axvline(best, linestyle=":", linewidth=1, color=ax.lines[-1].get_color())
+                color = line.get_color()
+                ax.axvline(best, linestyle=":", linewidth=1, color=color)
+                extra.append(Line2D([], [], linestyle=":", color=color, label=f"{system}: best layer {best}"))
+        if mark_layer is not None:
+            ax.axvspan(mark_layer - 0.3, mark_layer + 0.3, color="grey", alpha=0.15)
         ax.set_title("all directions" if group is None else f"src in {group}")
         ax.set_xlabel("layer (0 = embeddings)")
         ax.grid(alpha=0.3)
+    if mark_layer is not None:
+        extra.append(Patch(color="grey", alpha=0.15, label=f"aligned layer {mark_layer}"))
     axes[0][0].set_ylabel(LABELS[metric])
-    axes[0][-1].legend(fontsize=8)
+    handles = [*lines, *extra]
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"{LABELS[metric]} per layer ({len(result.languages)} languages)", y=1.04)
     data = _png(fig)
     plt.close(fig)

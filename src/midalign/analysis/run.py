@@ -14,7 +14,7 @@ from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
 from midalign.data.readers import Pair, read_multiway
 from midalign.errors import ConfigError, DataError
 from midalign.io import read_json_file
-from midalign.modeling import file_fingerprint, weights_fingerprint
+from midalign.modeling import check_tokenizer_fits, file_fingerprint, weights_fingerprint
 from midalign.pooling import Pooling
 
 logger = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def analyze(
         cache_dir: where pooled vectors are cached, keyed by what determines them: the base model's weights and
             dtype (`weights_fingerprint`), the adapter's files, the settings and the sentences.
     """
+    check_tokenizer_fits(model, tokenizer, "analyze")
     table = read_multiway(data, languages)
     if len(table) < 2:
         raise DataError("need at least two languages", path=str(data))

@@ -86,6 +86,9 @@ def generate(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    from midalign.modeling import check_tokenizer_fits
+
+    check_tokenizer_fits(model, tokenizer, "generate")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ConfigError("the tokenizer has neither a pad nor an EOS token to pad with")

@@ -172,21 +172,25 @@ def language_table(
     return LanguageTable(metric, systems, (*supervised, *transfer, *others), values, supervised, transfer)
 
 
-def plot_language_table(table: LanguageTable, path: str | os.PathLike) -> Path:
-    """Bar chart PNG of the table: one group of bars per language (then the averages), one colour per system.
+# How metrics are named on charts (the scorers' keys otherwise).
+METRIC_LABELS = {
+    "slot_f1": "slot F1 (%)",
+    "slot_type_f1": "slot-type F1 (%)",
+    "intent_acc": "intent accuracy (%)",
+    "exact_match": "exact match (%)",
+    "bleu": "BLEU",
+    "chrf": "chrF++",
+    "comet": "COMET",
+    "field_f1": "field F1 (%)",
+    "parse_rate": "parse rate (%)",
+}
 
-    Uses matplotlib's object API on the Agg canvas, so no display and no global pyplot state are needed.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
+def _draw_table(axes, table: LanguageTable, *, legend: bool) -> None:
     averages = {s: table.averages(s) for s in table.systems}
     avg_names = [name for name in ("supervised", "transfer") if averages[table.systems[0]][name] is not None]
     labels = [*table.languages, *(f"avg {name}" for name in avg_names)]
     width = 0.8 / len(table.systems)
-    figure = Figure(figsize=(max(6.0, 0.55 * len(labels) * max(1, len(table.systems) / 2)), 4.0))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
     for k, system in enumerate(table.systems):
         heights = [table.values[system][lang] for lang in table.languages]
         heights += [averages[system][name] for name in avg_names]
@@ -196,10 +200,39 @@ def plot_language_table(table: LanguageTable, path: str | os.PathLike) -> Path:
     if avg_names:
         axes.axvline(len(table.languages) - 0.5, color="grey", linewidth=0.8, linestyle="--")
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axes.set_ylabel(table.metric)
-    axes.set_title(f"{table.metric} per language")
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never hides a bar
+    axes.set_xlabel("language (then the averages over the supervised and transfer languages)")
+    axes.set_ylabel(METRIC_LABELS.get(table.metric, table.metric))
+    axes.set_title(f"{METRIC_LABELS.get(table.metric, table.metric)} per language")
+    axes.grid(axis="y", alpha=0.3)
+    if legend:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never hides a bar
+
+
+def plot_language_tables(tables: Sequence[LanguageTable], path: str | os.PathLike, *, title: str = "") -> Path:
+    """Bar charts of several tables side by side in one PNG (see `plot_language_table`), under one title.
+
+    Uses matplotlib's object API on the Agg canvas, so no display and no global pyplot state are needed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not tables:
+        raise ConfigError("no table to plot")
+    n_bars = len(tables[0].languages) + 2
+    width = max(6.0, 0.55 * n_bars * max(1, len(tables[0].systems) / 2))
+    figure = Figure(figsize=(width, 4.0 * len(tables)))  # one panel per table, stacked
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(tables), 1, squeeze=False)[:, 0]
+    for k, (ax, table) in enumerate(zip(axes, tables, strict=True)):
+        _draw_table(ax, table, legend=k == 0)
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def plot_language_table(table: LanguageTable, path: str | os.PathLike) -> Path:
+    """Bar chart PNG of the table: one group of bars per language (then the averages), one colour per system."""
+    return plot_language_tables([table], path)

@@ -93,6 +93,13 @@ class MidAlignConfig(SFTConfig):
     )
     lora_layers: list[int] | None = field(default=None, metadata={"help": "Only these blocks get LoRA."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in output_dir."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the output of an earlier run in output_dir (its checkpoints too) instead of refusing to "
+            "start; for scratch runs such as examples/train_tiny.yaml."
+        },
+    )
     truncate_task_rows: bool = field(
         default=False,
         metadata={
@@ -108,9 +115,13 @@ class MidAlignConfig(SFTConfig):
     report_to: None | str | list[str] = "tensorboard"  # noqa: RUF036 (this order: see the module docstring)
     logging_steps: float = 10
     # TRL turns both on by default; on a CPU bf16 fails and checkpointing only slows down. `None` = bf16 when the
-    # GPU supports it. The GPU recipes in configs/ turn checkpointing on.
+    # GPU supports it. The GPU recipes in configs/ turn checkpointing on. `activation_checkpointing` is
+    # transformers' current name (`gradient_checkpointing` is its deprecated alias, left unset so no warning).
     bf16: bool | None = None
-    gradient_checkpointing: bool = False
+    activation_checkpointing: bool | None = False
+    gradient_checkpointing: bool | None = None
+    # Pinned host memory only helps copies to an accelerator; `None` = pin when one is present (torch warns otherwise).
+    dataloader_pin_memory: bool | None = None
 
     def lora_config(self):
         """The `peft.LoraConfig` these settings describe (`finetuning: lora`)."""
@@ -192,6 +203,11 @@ class MidAlignConfig(SFTConfig):
         if self.load_best_model_at_end and self.metric_for_best_model is None:
             # Selection on the task loss unless told otherwise (the paper's eval loss mixed both objectives).
             self.metric_for_best_model = "align_loss" if self.mode == "align-only" else "loss"
+        if self.dataloader_pin_memory is None:
+            import torch
+
+            accelerator = getattr(torch, "accelerator", None)
+            self.dataloader_pin_memory = bool(accelerator.is_available()) if accelerator else torch.cuda.is_available()
         if self.bf16 is None:
             import torch
 

@@ -33,8 +33,8 @@ def check_lora_targets(model: nn.Module, targets) -> None:
     if isinstance(targets, str) or not targets:  # `all-linear` or a regular expression: PEFT resolves it
         return
     present = set().union(*(_linear_names(block) for block in decoder_layers(model)))
-    missing = [t for t in targets if t not in present]
-    if missing and len(missing) == len(list(targets)):
+    missing = sorted(t for t in targets if t not in present)
+    if missing and len(missing) == len(set(targets)):
         raise ConfigError(
             f"lora_target_modules {missing} name no linear layer of {type(unwrap_model(model)).__name__}'s blocks; "
             f"they have {sorted(present)}. Use {ALL_LINEAR} to adapt every one"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from datasets import Dataset
@@ -13,7 +14,7 @@ from midalign.data.readers import read_parallel, read_task_examples
 from midalign.errors import ConfigError, TrainingInterrupted
 from midalign.io import folder_lock, read_json_file
 from midalign.layers import num_layers, resolve_layer
-from midalign.modeling import load_model, load_tokenizer
+from midalign.modeling import check_tokenizer_fits, load_model, load_tokenizer
 from midalign.train.checkpoints import checkpoints, last_checkpoint, step
 from midalign.train.config import MidAlignConfig
 from midalign.train.trainer import CONFIG_FILE, MidAlignTrainer
@@ -54,6 +55,7 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
         model = model or load_model(
             config.model_name_or_path, dtype=config.model_dtype, trust_remote_code=config.trust_remote_code
         )
+    check_tokenizer_fits(model, tokenizer, str(config.model_name_or_path or "the model"))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     auto_curve = None
@@ -188,11 +190,17 @@ def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrai
     with folder_lock(output_dir, "training run") if main_process else contextlib.nullcontext():
         checkpoint = last_checkpoint(output_dir)
         started = bool(checkpoints(output_dir)) or (output_dir / CONFIG_FILE).is_file()
-        if started and not config.resume:
+        if started and config.overwrite_output_dir and not config.resume:
+            logger.warning("midalign: replacing the earlier run in %s (--overwrite_output_dir)", output_dir)
+            for path in checkpoints(output_dir):
+                shutil.rmtree(path)
+            (output_dir / CONFIG_FILE).unlink(missing_ok=True)
+            checkpoint = None
+        elif started and not config.resume:
             what = Path(checkpoint).name if checkpoint else "the output of an earlier run"
             raise ConfigError(
-                f"{config.output_dir} already holds {what}; pass --resume to continue that run or choose a new "
-                "output_dir"
+                f"{config.output_dir} already holds {what}; pass --resume to continue that run, "
+                "--overwrite_output_dir to replace it, or choose a new output_dir"
             )
         trainer = build_trainer(config, model=model, tokenizer=tokenizer)
         if config.resume and checkpoint is None:

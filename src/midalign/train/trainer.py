@@ -44,7 +44,9 @@ from midalign.data.readers import Pair, completion_only
 from midalign.errors import ConfigError, MidalignError
 from midalign.io import write_json_atomic
 from midalign.layers import num_layers, resolve_layer, unwrap_model
+from midalign.modeling import quiet_peft_wrap
 from midalign.objective import contrastive_loss, pair_embeddings
+from midalign.train.callbacks import use_log_file
 from midalign.train.checkpoints import last_checkpoint
 from midalign.train.config import MidAlignConfig
 from midalign.train.lora import check_lora_targets, trained_parameters, warn_unmatched_lora_targets
@@ -171,15 +173,16 @@ class MidAlignTrainer(SFTTrainer):
             # SFTTrainer inspects a task dataset while it is built. Align-only training has none, so it gets a
             # one-row placeholder that the batch sampler never draws from (n_task = 0).
             train_dataset = Dataset.from_list([{"prompt": "", "completion": align_dataset[0].tgt}])
-        super().__init__(
-            model=model,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            peft_config=peft_config,
-            **kwargs,
-        )
+        with quiet_peft_wrap():
+            super().__init__(
+                model=model,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                peft_config=peft_config,
+                **kwargs,
+            )
         if args.finetuning == "lora":
             warn_unmatched_lora_targets(self.model, args.lora_target_modules, args.lora_layers)
         self.align_layer = resolve_layer(args.align_layer, num_layers(self.model))
@@ -204,6 +207,7 @@ class MidAlignTrainer(SFTTrainer):
         self._task_window_loss, self._task_window_seen = 0.0, 0
         self.align_layer_curve: list[float] | None = None  # set by build_trainer for `align_layer: auto`
         self.add_callback(_NonFiniteGradientGuard(self))
+        use_log_file(self)
         # DeepSpeed ZeRO-3 gathers each module's parameters with hooks, prefetching in the order it traced in the
         # first steps; a forward that skips the top blocks on alignment steps breaks that order every other step.
         # There the alignment forward runs every block and the keep-alive gives the blocks above the alignment
