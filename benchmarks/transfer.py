@@ -42,13 +42,15 @@ def main(argv: list[str] | None = None) -> str:
     extra = {} if args.align_weight is None else {"align_weight": args.align_weight}
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
-    runs = {seed: run_demo(DemoConfig(preset=args.preset, seed=seed, **extra), args.workdir) for seed in args.seeds}
+    runs = {
+        seed: run_demo(DemoConfig(preset=args.preset, seed=seed, overrides=extra), args.workdir) for seed in args.seeds
+    }
     layer_seeds = args.seeds if args.layer_seeds is None else args.layer_seeds
     if not set(layer_seeds) <= set(args.seeds):
         p.error(f"--layer_seeds {layer_seeds} must be among --seeds {args.seeds}")
     layer_runs = {
         layer: {
-            seed: run_demo(DemoConfig(preset=args.preset, seed=seed, align_layer=layer, **extra), args.workdir)
+            seed: run_demo(DemoConfig(preset=args.preset, seed=seed, align_layer=layer, overrides=extra), args.workdir)
             for seed in layer_seeds
         }
         for layer in args.layers

@@ -277,8 +277,9 @@ def test_align_layer_auto(tokenizer, tmp_path):
         save_strategy="no",
     )
     trainer = build_trainer(config, model=make_model("llama"), tokenizer=tokenizer)
-    assert 1 <= trainer.align_layer <= 3 and len(trainer.align_layer_curve) == 5
-    assert config.align_layer == str(trainer.align_layer)
+    assert 1 <= trainer.align_layer_index <= 3 and len(trainer.align_layer_curve) == 5
+    assert config.align_layer == "auto"  # the config keeps what the user wrote; the index is resolved once
+    assert trainer.resolved_settings()["align_layer_index"] == trainer.align_layer_index
 
 
 def test_the_cache_answers_only_for_the_same_weights_dtype_and_adapter(flores, tokenizer, tmp_path):

@@ -112,7 +112,7 @@ def test_changed_inputs_set_old_stages_aside_and_an_interrupted_stage_reruns(dem
 
     copy = work.parent / (work.name + "-changed")
     shutil.copytree(work, copy)
-    changed = run_demo(DemoConfig(preset="ci", smallest=True, lora_r=4), copy)
+    changed = run_demo(DemoConfig(preset="ci", smallest=True, overrides={"lora_r": 4}), copy)
     for name in ("baseline", "mid-align", "align-only"):
         assert (copy / "seed0" / f"{name}.stale-1" / "adapter_model.safetensors").is_file(), name  # nothing lost
         config = json.loads((copy / "seed0" / name / "midalign_config.json").read_text())

@@ -57,7 +57,9 @@ def train_main(argv: list[str]) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from midalign.demo import main as demo_main
 
-    return demo_main(args.preset, args.workdir, args.seed, align_layer=args.align_layer, smallest=args.smallest)
+    return demo_main(
+        args.preset, args.workdir, args.seed, align_layer=args.align_layer, smallest=args.smallest, settings=args.config
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.5",
         help="block whose output mid-align aligns: an index (4, -1) or a fraction of the depth (0.5: the middle, "
         "1.0: the top); runs at other layers reuse the baseline",
+    )
+    demo.add_argument(
+        "--config",
+        help="YAML file of the fine-tuning settings (default: midalign/configs/demo.yaml, see docs/demo.md)",
     )
     demo.add_argument("--smallest", action="store_true", help="a few steps of everything (what the tests run)")
     demo.set_defaults(func=_demo)

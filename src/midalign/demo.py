@@ -21,46 +21,43 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from midalign.errors import ConfigError
 from midalign.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 METRICS = ("slot_f1", "slot_type_f1", "intent_acc")
 
 
+SETTINGS = Path(__file__).parent / "configs" / "demo.yaml"
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """What the demo runs. `preset` sizes the world and the pretraining (`ci`: ~1.5 min, `default`: ~9-10, one thread).
 
-    Fine-tuning uses LoRA on every projection with a rank high enough for a 2M-parameter model (r 8 was far
-    too weak in the first trial), so that the alignment adapter can be merged into the task adapter.
+    The fine-tuning settings come from a YAML file (`settings`, default `midalign/configs/demo.yaml`): its
+    `training` section holds `MidAlignConfig` fields, its `demo` section the alignment-only steps and the merge
+    weight. `overrides` replaces single `training` fields (a benchmark's `align_weight`, a test's `lora_r`).
     """
 
     preset: Literal["ci", "default"] = "default"
     seed: int = 0
     world_seed: int = 0
     align_layer: str = "0.5"
-    lora_r: int = 32
-    lora_alpha: int = 64
-    learning_rate: float = 2e-3
-    task_epochs: float = 3.0
-    # Task batches of 16 and alignment batches of 32 pairs, alternating: 375 task and 375 alignment updates (batch
-    # 32 gave 189 of each, and the aligned block's retrieval rose only 18 points). The English side is the fixed
-    # target of the alignment loss (no gradient through it) and the loss weighs 0.2: with the world's shared
-    # everyday vocabulary, weight 1 with gradients on both sides cost 19.5 points of English slot F1 (times and
-    # dates); see docs/demo.md, "What was tried".
-    batch_size: int = 16
-    align_batch_size: int | None = 32  # pairs per alignment batch (None: batch_size)
-    align_weight: float = 0.2
-    align_schedule: Literal["alternate", "joint"] = "alternate"
-    align_detach_tgt: bool = True  # no alignment gradient through the English (candidate) side
-    align_steps: int | None = None  # align-only steps; None: 150 for `default`, 50 for `ci`
-    # Weight of the alignment adapter in the merge. Chosen on the supervised language's dev set only (seed 0):
-    # the largest weight whose slot F1 stays within 2 points of the unmerged baseline (0: 96.0, 0.05: 94.7,
-    # 0.1: 93.5, 0.25: 81.4; 0.25 in the first world, without everyday clauses). The alignment adapter rewrites
-    # blocks 1-4 under a task adapter trained on the old representations.
-    merge_weight: float = 0.05
+    settings: str = str(SETTINGS)
+    overrides: dict = dataclasses.field(default_factory=dict)
     eval_limit: int | None = None  # test utterances per language (None: all)
     smallest: bool = False  # the test suite's settings: a few steps of everything
+
+    def read_settings(self) -> tuple[dict, dict]:
+        """`(training, demo)` sections of the settings file, with the overrides applied to `training`."""
+        from midalign.io import read_yaml_file
+
+        raw = read_yaml_file(self.settings)
+        unknown = sorted(set(raw) - {"training", "demo"})
+        if unknown or not isinstance(raw.get("training"), dict) or not isinstance(raw.get("demo"), dict):
+            raise ConfigError(f"{self.settings}: expected the sections 'training' and 'demo' (found {sorted(raw)})")
+        return {**raw["training"], **self.overrides}, raw["demo"]
 
     @property
     def tag(self) -> str:
@@ -118,13 +115,14 @@ def _train(
     from midalign.modeling import file_fingerprint
     from midalign.train import MidAlignConfig, train
 
+    training, demo = config.read_settings()
     steps = {}
     if mode == "align-only":
-        default_steps = 150 if config.preset == "default" else 50
-        steps = dict(max_steps=12 if config.smallest else config.align_steps or default_steps)
+        steps = dict(max_steps=12 if config.smallest else demo["align_only_steps"][config.preset])
     elif config.smallest:
         steps = dict(max_steps=4)
     settings = dict(
+        training,
         model_name_or_path=str(base),
         output_dir=str(out),
         mode=mode,
@@ -133,18 +131,6 @@ def _train(
         pivot_language="en",
         # The baseline never aligns: runs at other layers share it (its key must not name the layer).
         align_layer=DemoConfig.align_layer if mode == "baseline" else layer or config.align_layer,
-        per_device_train_batch_size=config.batch_size,
-        align_batch_size=config.align_batch_size or config.batch_size,
-        align_weight=config.align_weight,
-        align_schedule=config.align_schedule,
-        align_detach_tgt=config.align_detach_tgt,
-        num_train_epochs=config.task_epochs,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.05,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=0.0,
         seed=config.seed,
         logging_steps=1 if config.smallest else 10,
         save_strategy="no",
@@ -277,11 +263,12 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     systems = {"baseline": baseline, "mid-align": mid_align}
     done("fine-tune", ran_baseline or ran_mid)
     align_only, ran_align = _train(config, base, paths, runs / f"align-only{tag}", "align-only")
-    merged = runs / f"merged{tag}-w{config.merge_weight}"
-    merge_key = {"weight": config.merge_weight, "inputs": file_fingerprint(base, baseline, align_only)}
+    merge_weight = config.read_settings()[1]["merge_weight"]
+    merged = runs / f"merged{tag}-w{merge_weight}"
+    merge_key = {"weight": merge_weight, "inputs": file_fingerprint(base, baseline, align_only)}
     ran_merge = not (_stage_is_current(merged, merge_key) and (merged / "merge_recipe.json").is_file())
     if ran_merge:
-        merge_adapters(base, {"task": baseline, "align": align_only}, [1.0, config.merge_weight], out_dir=merged)
+        merge_adapters(base, {"task": baseline, "align": align_only}, [1.0, merge_weight], out_dir=merged)
         _record_stage(merged, merge_key)
     systems["merged"] = merged
     done("align-only + merge", ran_align or ran_merge)
@@ -310,8 +297,9 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     done("analyze", True)
 
     tables = {m: language_table(scores, m, supervised=supervised) for m in METRICS}
+    training, demo_settings = config.read_settings()
     results = {
-        "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(config) | {"training": training, "demo": demo_settings},
         "threads": 1,
         "languages": [lang["code"] for lang in info["languages"]],
         "language_info": info["languages"],
@@ -402,7 +390,7 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
         f"{base['corpus_tokens'] / 1e6:.2f}M tokens; then LoRA fine-tuning on slot filling in "
         f"{', '.join(supervised)} only: `baseline` (task loss), `mid-align` (task loss alternating with the "
         f"alignment loss at block {layer} of {base['num_layers']}) and `merged` (the baseline plus an "
-        f"alignment-only adapter at weight {cfg['merge_weight']}). Every language is tested zero-shot "
+        f"alignment-only adapter at weight {cfg['demo']['merge_weight']}). Every language is tested zero-shot "
         f"({results['test_per_language']} commands each, greedy decoding). All scores are percentages.",
         "",
         "## Results",
@@ -453,10 +441,18 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
 
 
 def main(
-    preset: str, workdir: str, seed: int = 0, *, align_layer: str = DemoConfig.align_layer, smallest: bool = False
+    preset: str,
+    workdir: str,
+    seed: int = 0,
+    *,
+    align_layer: str = DemoConfig.align_layer,
+    smallest: bool = False,
+    settings: str | None = None,
 ) -> int:
     """`midalign demo`: run, print the summary, point to the report."""
-    config = DemoConfig(preset=preset, seed=seed, align_layer=align_layer, smallest=smallest)
+    config = DemoConfig(
+        preset=preset, seed=seed, align_layer=align_layer, smallest=smallest, settings=settings or str(SETTINGS)
+    )
     run_demo(config, workdir)
     text = (Path(workdir) / f"seed{seed}" / f"report{config.tag}.md").read_text(encoding="utf-8")
     print(text.split("\n## Per language")[0])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -33,3 +36,20 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete `checkpoint-N` folder in `output_dir`, if any (interrupted saves are passed over)."""
     complete = [p for p in checkpoints(output_dir) if is_complete(p)]
     return str(complete[-1]) if complete else None
+
+
+def save_through_staging(out: Path, save: Callable[[Path], None], should_save: bool) -> None:
+    """Run `save` into `out/.saving`, then rename each file into `out`: an interrupted save never leaves weights
+    under the final names that look finished. Every rank calls this (the engines save collectively); only the
+    main process (`should_save`) moves files."""
+    staging = out / ".saving"  # the same name on every rank
+    if should_save and staging.exists():
+        shutil.rmtree(staging)
+    save(staging)
+    if should_save:
+        for entry in sorted(staging.iterdir()):
+            target = out / entry.name
+            if entry.is_dir() and target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+        staging.rmdir()

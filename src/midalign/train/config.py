@@ -213,3 +213,36 @@ class MidAlignConfig(SFTConfig):
 
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
         super().__post_init__()
+
+
+def resolve_align_layer(config: MidAlignConfig, model, tokenizer=None, pairs=None) -> tuple[int, list[float] | None]:
+    """The block index (`align_layer_index`) that `config.align_layer` names in `model`; the one place it is parsed.
+
+    For `auto`, the base model's most aligned block on (up to 200 per direction of) the parallel pairs, with its
+    per-layer margin-retrieval curve; otherwise the curve is None. The config keeps what the user wrote.
+
+    Raises:
+        ConfigError: a layer out of range, or `auto` without pairs.
+        UnsupportedModelError: a model without a decoder block list.
+    """
+    import logging
+
+    from midalign.layers import num_layers
+
+    if config.align_layer != "auto":
+        return resolve_layer(config.align_layer, num_layers(model)), None
+    if not pairs:
+        raise ConfigError("align_layer auto needs parallel_data")
+    from midalign.analysis import recommend_layer_for_pairs
+
+    layer, curve = recommend_layer_for_pairs(
+        model,
+        tokenizer,
+        pairs,
+        max_length=config.align_max_length,
+        pooling=config.align_pooling,
+        include_special_tokens=config.align_include_special_tokens,
+    )
+    curve_text = " ".join(f"{v:.2f}" for v in curve)
+    logging.getLogger(__name__).info("midalign: align_layer auto -> %d (margin retrieval: %s)", layer, curve_text)
+    return layer, curve

@@ -13,10 +13,10 @@ from datasets import Dataset
 from midalign.data.readers import read_parallel, read_task_examples
 from midalign.errors import ConfigError, TrainingInterrupted
 from midalign.io import folder_lock, read_json_file
-from midalign.layers import num_layers, resolve_layer
+from midalign.layers import num_layers
 from midalign.modeling import check_tokenizer_fits, load_model, load_tokenizer
 from midalign.train.checkpoints import checkpoints, last_checkpoint, step
-from midalign.train.config import MidAlignConfig
+from midalign.train.config import MidAlignConfig, resolve_align_layer
 from midalign.train.trainer import CONFIG_FILE, MidAlignTrainer
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,7 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
     check_tokenizer_fits(model, tokenizer, str(config.model_name_or_path or "the model"))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    auto_curve = None
-    if config.align_layer == "auto":
-        layer, auto_curve = _auto_layer(config, model, tokenizer, pairs)
-        config.align_layer = str(layer)
-    layer = resolve_layer(config.align_layer, num_layers(model))  # raises for unsupported models and bad layers
+    layer, curve = resolve_align_layer(config, model, tokenizer, pairs)  # raises for unsupported models, bad layers
     train = _task_dataset(task_rows, config.task_data, tokenizer)
     evals = _task_dataset(eval_rows, config.task_eval_data, tokenizer)
     logger.info("midalign: mode=%s align_layer=%d of %d", config.mode, layer, num_layers(model))
@@ -74,28 +70,10 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
         processing_class=tokenizer,
         align_dataset=pairs,
         align_eval_dataset=eval_pairs,
+        align_layer_index=layer,
+        align_layer_curve=curve,
     )
-    trainer.align_layer_curve = auto_curve
     return trainer
-
-
-def _auto_layer(config: MidAlignConfig, model, tokenizer, pairs) -> tuple[int, list[float]]:
-    """`align_layer: auto`: the base model's most aligned block on (up to 200 per direction of) the pairs."""
-    from midalign.analysis import recommend_layer_for_pairs
-
-    if not pairs:
-        raise ConfigError("align_layer auto needs parallel_data")
-    layer, curve = recommend_layer_for_pairs(
-        model,
-        tokenizer,
-        pairs,
-        max_length=config.align_max_length,
-        pooling=config.align_pooling,
-        include_special_tokens=config.align_include_special_tokens,
-    )
-    curve_text = " ".join(f"{v:.2f}" for v in curve)
-    logger.info("midalign: align_layer auto -> %d (margin retrieval per layer: %s)", layer, curve_text)
-    return layer, curve
 
 
 def _set_aside_incomplete(output_dir: Path, resume_from: str | None) -> None:

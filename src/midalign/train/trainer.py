@@ -1,8 +1,23 @@
 """`MidAlignTrainer`: TRL's `SFTTrainer` with alignment micro-batches mixed into the training stream.
 
 Everything else (PEFT wrapping, chat templates, completion-only loss, DeepSpeed/FSDP/DDP, checkpoints, callbacks,
-progress bars) is inherited. The trainer is extended at the data loader, `compute_loss`, `evaluate` and
-`save_model`.
+progress bars) is inherited. Each override, and why it exists:
+
+- `__init__`: builds the LoRA the config names, turns chat rows into answer-only rows, tokenizes the pairs and
+  resolves the alignment layer once (`resolve_align_layer`);
+- `_prepare_dataset` (TRL): tokenizes task rows whole, so rows over `max_length` are refused or counted
+  (`task_data.check_row_lengths`) instead of being cut and dropped silently;
+- `get_train_dataloader`: the schedule that interleaves task and alignment micro-batches;
+- `get_batch_samples`, `_get_num_items_in_batch` (transformers): count each kind of micro-batch in an
+  accumulation window, and take the task-token count from task micro-batches only (the loss weighting below);
+- `compute_loss`: the objective is a property of the batch: task, alignment, or both;
+- `evaluate`: adds the held-out alignment loss and retrieval accuracy next to the task's `eval_loss`;
+- `save_model`: records the settings that ran (`midalign_config.json`); the final save goes through a staging
+  folder (`checkpoints.save_through_staging`).
+
+What is not training lives elsewhere, by name: the non-finite guard (`guards.py`), the progress bar that keeps
+its log lines in a file (`callbacks.py`), task-row preparation (`task_data.py`), LoRA targets (`lora.py`).
+TRL's `_metrics` dictionary receives the separate `task_loss`, `align_loss` and `align_acc` logs.
 
 Loss weighting is explicit (the class sets `loss_is_scaled_for_ga`, so `Trainer` does not rescale). Within one
 optimizer step (a window of gradient-accumulation micro-batches) holding task and alignment micro-batches:
@@ -19,15 +34,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from peft import PeftModel
 from torch.utils.data import DataLoader
-from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from midalign.data.batching import (
@@ -40,95 +52,21 @@ from midalign.data.batching import (
     is_task_batch,
     tokenize_pairs,
 )
-from midalign.data.readers import Pair, completion_only
-from midalign.errors import ConfigError, MidalignError
+from midalign.data.readers import Pair
+from midalign.errors import ConfigError
 from midalign.io import write_json_atomic
-from midalign.layers import num_layers, resolve_layer, unwrap_model
+from midalign.layers import num_layers
 from midalign.modeling import quiet_peft_wrap
 from midalign.objective import contrastive_loss, pair_embeddings
 from midalign.train.callbacks import use_log_file
-from midalign.train.checkpoints import last_checkpoint
-from midalign.train.config import MidAlignConfig
+from midalign.train.checkpoints import save_through_staging
+from midalign.train.config import MidAlignConfig, resolve_align_layer
+from midalign.train.guards import NonFiniteGradientGuard, stop_if_non_finite
 from midalign.train.lora import check_lora_targets, trained_parameters, warn_unmatched_lora_targets
+from midalign.train.task_data import answer_only, check_row_lengths
 
 CONFIG_FILE = "midalign_config.json"
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(MidalignError, FloatingPointError):
-    """A loss or gradient became NaN or infinite; training stopped before the update reached the weights."""
-
-
-class _NonFiniteGradientGuard(TrainerCallback):
-    """Stops before an optimizer step whose gradients are not finite (bf16 / fp32 only).
-
-    With fp16 the loss scaler already skips such steps and lowers the scale: that is its documented behaviour,
-    so the guard stays out of its way. Under DeepSpeed the gradients live in the engine's partitions, and the
-    engine checks them itself.
-    """
-
-    def __init__(self, trainer: MidAlignTrainer):
-        self.trainer = trainer
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if args.fp16 or self.trainer.is_deepspeed_enabled:
-            return
-        grads = [p.grad for p in self.trainer.model.parameters() if p.grad is not None]
-        if not grads:
-            return
-        # One sum on the device per step (NaN or inf in any gradient makes it non-finite), one sync in the check.
-        total = torch.stack([(g.to_local() if hasattr(g, "to_local") else g).float().sum() for g in grads]).sum()
-        self.trainer.stop_if_non_finite(total, "gradient")
-
-
-def _completion_only(dataset):
-    """Task rows in `messages` form as conversational prompt-completion rows (see `completion_only`)."""
-    if isinstance(dataset, dict):
-        return {name: _completion_only(d) for name, d in dataset.items()}
-    if isinstance(dataset, Dataset) and "messages" in dataset.column_names:
-        return dataset.map(completion_only, remove_columns=["messages"], desc="Answer-only loss for chat rows")
-    return dataset
-
-
-def _has_answer_token(row: dict, completion_only_loss: bool) -> bool:
-    if "labels" in row:
-        return any(label != -100 for label in row["labels"])
-    masks = [row[c] for c in ("completion_mask", "assistant_masks") if c in row and completion_only_loss]
-    return any(all(bits) for bits in zip(*masks, strict=True)) if masks else bool(row["input_ids"])
-
-
-def check_row_lengths(dataset: Dataset, args: MidAlignConfig, name: str) -> Dataset:
-    """Refuse tokenized task rows longer than `max_length`, or cut them when `truncate_task_rows` asks to.
-
-    Nothing vanishes unannounced: a cut row loses the end (or the start, with `truncation_mode: keep_end`) of its
-    tokens, and a row left without an answer token is dropped; both are counted in the log.
-    """
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    over = [i for i, n in enumerate(lengths) if n > args.max_length]
-    if not over:
-        return dataset
-    where = "task_eval_data" if name.startswith("eval") else "task_data"
-    if not args.truncate_task_rows:
-        raise ConfigError(
-            f"{where}: {len(over)} of {len(lengths)} rows are longer than max_length {args.max_length} tokens "
-            f"(the longest, row {max(over, key=lengths.__getitem__) + 1}, has {max(lengths)}); training would cut "
-            f"their answers or drop them. Raise --max_length to {max(lengths)} or pass --truncate_task_rows"
-        )
-    cut = slice(None, args.max_length) if args.truncation_mode == "keep_start" else slice(-args.max_length, None)
-    per_token = [c for c in ("input_ids", "labels", "completion_mask", "assistant_masks") if c in dataset.column_names]
-    dataset = dataset.map(lambda row: {c: row[c][cut] for c in per_token}, desc=f"Cutting {name} rows")
-    kept = dataset.filter(lambda row: _has_answer_token(row, args.completion_only_loss is not False))
-    logger.warning(
-        "midalign: %s: cut %d of %d rows to max_length %d; dropped %d left without an answer token",
-        where,
-        len(over),
-        len(lengths),
-        args.max_length,
-        len(dataset) - len(kept),
-    )
-    if len(kept) == 0:
-        raise ConfigError(f"{where}: no row keeps an answer token within max_length {args.max_length}")
-    return kept
 
 
 class MidAlignTrainer(SFTTrainer):
@@ -155,6 +93,8 @@ class MidAlignTrainer(SFTTrainer):
         *,
         align_dataset: list[Pair] | None = None,
         align_eval_dataset: list[Pair] | None = None,
+        align_layer_index: int | None = None,
+        align_layer_curve: list[float] | None = None,
         **kwargs,
     ):
         if args.mode != "baseline" and not align_dataset:
@@ -168,7 +108,7 @@ class MidAlignTrainer(SFTTrainer):
             check_lora_targets(model, peft_config.target_modules)
         if not args.assistant_only_loss:
             # The paper's loss is on the answer only; TRL would train a `messages` row's prompt too.
-            train_dataset, eval_dataset = _completion_only(train_dataset), _completion_only(eval_dataset)
+            train_dataset, eval_dataset = answer_only(train_dataset), answer_only(eval_dataset)
         if args.mode == "align-only":
             # SFTTrainer inspects a task dataset while it is built. Align-only training has none, so it gets a
             # one-row placeholder that the batch sampler never draws from (n_task = 0).
@@ -185,8 +125,12 @@ class MidAlignTrainer(SFTTrainer):
             )
         if args.finetuning == "lora":
             warn_unmatched_lora_targets(self.model, args.lora_target_modules, args.lora_layers)
-        self.align_layer = resolve_layer(args.align_layer, num_layers(self.model))
-        if args.mode != "baseline" and self.align_layer == 0 and args.finetuning == "lora":
+        if align_layer_index is None:  # built directly, not through build_trainer
+            tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+            align_layer_index, align_layer_curve = resolve_align_layer(args, self.model, tokenizer, align_dataset)
+        self.align_layer_index = align_layer_index
+        self.align_layer_curve = align_layer_curve  # the base model's retrieval per layer, for `auto`
+        if args.mode != "baseline" and self.align_layer_index == 0 and args.finetuning == "lora":
             raise ConfigError(
                 "align_layer 0 is the embedding output, below every LoRA adapter: the alignment loss would have "
                 "no trainable parameter. Choose a block >= 1 or finetuning: full"
@@ -205,8 +149,7 @@ class MidAlignTrainer(SFTTrainer):
         self.align_collator = AlignmentCollator(tokenizer.pad_token_id)
         self._window = {"task": 0, "align": 0}  # micro-batches of each kind in the current optimizer step
         self._task_window_loss, self._task_window_seen = 0.0, 0
-        self.align_layer_curve: list[float] | None = None  # set by build_trainer for `align_layer: auto`
-        self.add_callback(_NonFiniteGradientGuard(self))
+        self.add_callback(NonFiniteGradientGuard(self))
         use_log_file(self)
         # DeepSpeed ZeRO-3 gathers each module's parameters with hooks, prefetching in the order it traced in the
         # first steps; a forward that skips the top blocks on alignment steps breaks that order every other step.
@@ -241,8 +184,8 @@ class MidAlignTrainer(SFTTrainer):
         sampler = ScheduleBatchSampler(
             len(task) if task is not None else 0,
             [r["direction"] for r in self.align_rows],
-            task_batch_size=self._train_batch_size,
-            align_batch_size=self.args.align_batch_size or self._train_batch_size,
+            task_batch_size=self.args.train_batch_size,
+            align_batch_size=self.args.align_batch_size or self.args.train_batch_size,
             schedule=self.args.align_schedule,
             task_per_align=self.args.task_per_align,
             language_sampling=self.args.align_language_sampling,
@@ -282,34 +225,16 @@ class MidAlignTrainer(SFTTrainer):
             task = super().compute_loss(model, task_inputs, num_items_in_batch=num_items_in_batch)
             if num_items_in_batch is None:  # the model does not take loss kwargs: mean of micro-batch means
                 task = task / max(self._window["task"], 1)
-            self.stop_if_non_finite(task.detach(), "task loss")
+            stop_if_non_finite(self, task.detach(), "task loss")
             self._record_task_loss(task.detach())
             loss = loss + task
         if is_align_batch(inputs):
             align, acc = self.alignment_step(model, inputs)
-            self.stop_if_non_finite(align.detach(), "alignment loss")
+            stop_if_non_finite(self, align.detach(), "alignment loss")
             self._record("align_loss", align.detach())
             self._record("align_acc", acc)
             loss = loss + self.args.align_weight * align / max(self._window["align"], 1)
         return loss
-
-    def stop_if_non_finite(self, value: torch.Tensor, what: str) -> None:
-        """Raise `NonFiniteLossError` on every rank when `value` is NaN or infinite on any rank.
-
-        Called before the backward pass (losses) or the optimizer step (gradients), so the bad value never
-        reaches the weights; the last checkpoint on disk stays the last good state. The check is collective, so
-        no rank is left waiting in a gradient reduction for one that stopped.
-        """
-        finite = self.accelerator.gather(torch.isfinite(value.detach().float()).reshape(1).to(self.args.device))
-        if bool(finite.all()):
-            return
-        checkpoint = last_checkpoint(self.args.output_dir)
-        fp16 = self.args.fp16 or unwrap_model(self.model).dtype == torch.float16
-        hint = "for fp16 overflow: train in bf16 or fp32" if fp16 else "the learning rate and the data"
-        raise NonFiniteLossError(
-            f"non-finite {what} at step {self.state.global_step + 1}; training stopped before the update. "
-            f"Last good checkpoint: {checkpoint or 'none saved yet'}. Check {hint}; continue with --resume."
-        )
 
     def alignment_step(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Alignment loss and in-batch retrieval accuracy of one batch of pairs (loss carries the DDP keep-alive)."""
@@ -319,7 +244,7 @@ class MidAlignTrainer(SFTTrainer):
             inputs["src_attention_mask"],
             inputs["tgt_input_ids"],
             inputs["tgt_attention_mask"],
-            layer=self.align_layer,
+            layer=self.align_layer_index,
             pooling=self.args.align_pooling,
             src_pool_mask=inputs["src_pool_mask"],
             tgt_pool_mask=inputs["tgt_pool_mask"],
@@ -363,7 +288,7 @@ class MidAlignTrainer(SFTTrainer):
             rows = self.align_eval_rows[start : start + bs]
             if len(rows) < 2:  # one pair has no negatives: its loss is 0 by construction
                 continue
-            batch = self._prepare_inputs(self.align_collator(rows))
+            batch = {k: v.to(self.args.device) for k, v in self.align_collator(rows).items()}
             with self.compute_loss_context_manager():
                 loss, acc = self.alignment_step(model, batch)
             losses.append(loss.item())
@@ -403,24 +328,17 @@ class MidAlignTrainer(SFTTrainer):
             if self.args.should_save:
                 self._write_config(out)
             return
-        staging = out / ".saving"  # the same name on every rank: the engines save collectively
-        if self.args.should_save and staging.exists():
-            shutil.rmtree(staging)
-        super().save_model(str(staging), _internal_call)
+        save_through_staging(
+            out, lambda folder: super(MidAlignTrainer, self).save_model(str(folder)), self.args.should_save
+        )
         if self.args.should_save:
-            for entry in sorted(staging.iterdir()):
-                target = out / entry.name
-                if entry.is_dir() and target.is_dir():
-                    shutil.rmtree(target)
-                os.replace(entry, target)
-            staging.rmdir()
             self._write_config(out)
 
     def resolved_settings(self) -> dict:
         """Every setting as it ran (the layer index, the adapter that was built), as `midalign_config.json` holds."""
         resolved = {k: v for k, v in self.args.to_dict().items() if not k.startswith("_")}
         resolved.update(trained_parameters(self.model))  # what ran, whatever the settings said
-        resolved["align_layer_index"] = self.align_layer
+        resolved["align_layer_index"] = self.align_layer_index
         resolved["num_layers"] = num_layers(self.model)
         if self.align_layer_curve is not None:
             resolved["align_layer_auto_margin_retrieval"] = self.align_layer_curve
