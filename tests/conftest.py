@@ -124,6 +124,10 @@ def make_model(arch: str = "llama", *, vocab_size: int = 128, layers: int = 4, h
         model = LlamaForCausalLM(LlamaConfig(**common))
     elif arch == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common))
+    elif arch == "phi3":  # fused projections: qkv_proj, gate_up_proj
+        from transformers import Phi3Config, Phi3ForCausalLM
+
+        model = Phi3ForCausalLM(Phi3Config(**common))
     else:
         raise ValueError(arch)
     return model.eval()

@@ -8,10 +8,8 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import Phi3Config, Phi3ForCausalLM
 from trl import TrlParser
 
 from midalign.errors import ConfigError
@@ -182,20 +180,7 @@ def test_full_finetuning_is_recorded_as_full(data, tokenizer, tmp_path):
 
 
 def tiny_phi3():
-    torch.manual_seed(0)
-    cfg = Phi3Config(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    return Phi3ForCausalLM(cfg)
+    return make_model("phi3", layers=2)
 
 
 def test_default_targets_adapt_fused_projections(data, tokenizer):
