@@ -11,12 +11,12 @@ FSDP, DeepSpeed all see an ordinary forward), and the state is read by a forward
 `config.num_hidden_layers` is never touched.
 
 The causal-LM head is called on no position: `logits_to_keep` gets an empty index tensor, so the head module
-runs on a `[B, 0, H]` input and returns `[B, 0, V]` logits without a vocabulary-wide product, while every engine's
-hooks still fire in the usual order (DeepSpeed ZeRO-3 prefetches by that order). The cost above the cut is the
-final norm. `logits_to_keep=1` would still project one position per sentence, and on that non-contiguous
-`[B, 1, H]` slice `F.linear` reads the whole head matrix once per sentence (benchmarks/RESULTS.md measures it at
-vocabulary 128k). Llama, Qwen2/3, Mistral, Mixtral, Gemma 1-3 and Phi take `logits_to_keep`; a model whose
-`forward` does not runs its head in full.
+runs on a `[B, 0, H]` input and returns `[B, 0, V]` logits without a vocabulary-wide product, while the forward
+stays the model's own: every module it calls is called, in its order (DeepSpeed ZeRO-3 prefetches by that order).
+The cost above the cut is the final norm. `logits_to_keep=1` would still project one position per sentence, and
+on that non-contiguous `[B, 1, H]` slice `F.linear` reads the whole head matrix once per sentence
+(benchmarks/RESULTS.md measures it at vocabulary 128k). Llama, Qwen2/3, Mistral, Mixtral, Gemma 1-3 and Phi
+take `logits_to_keep`; a model whose `forward` does not runs its head in full.
 """
 
 from __future__ import annotations
