@@ -1,51 +1,72 @@
-"""Cost of one alignment micro-step vs a task micro-step, and what early exit and one shared forward save.
+"""Cost of one alignment micro-step vs a task micro-step, at the vocabulary sizes users have, in one run.
 
-Tiny Llama (hidden 128, 8 blocks, vocabulary 2000) with LoRA r 8 on every projection, alignment at block 4.
+Tiny Llama (hidden 256, 8 blocks by default) with LoRA r 8 on every projection, alignment at block 4, for each
+vocabulary in `--vocab` (default 2,000, 32,000 (Llama 2, Mistral), 128,256 (Llama 3), 151,936 (Qwen 2.5)).
 Each variant does forward + backward on the same batch size B and sentence length T; the variants are timed
-round-robin (interleaved, so machine noise hits all alike) and the median is reported. Activation memory is the
-bytes autograd saves for the backward pass, counted with `saved_tensors_hooks` (deterministic on any device).
+round-robin (interleaved, so machine noise hits all alike) and the median is reported. Two memory figures per
+variant, both deterministic on the CPU:
 
-    python benchmarks/step_cost.py [--batch 16] [--length 32] [--repeats 30]
+- activation: the bytes autograd saves for the backward pass (`saved_tensors_hooks`), each storage counted once
+  and the model's own parameters left out (a product saves its weight, which costs no memory);
+- peak: the highest total of bytes allocated during forward + backward above what was live before, from the
+  allocator's events recorded by `torch.profiler` (`profile_memory=True`).
+
+    OMP_NUM_THREADS=1 python benchmarks/step_cost.py [--vocab 2000 32000 128256 151936] [--batch 16]
+        [--length 32] [--repeats 20] [--hidden 256] [--blocks 8] [--layer 4] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
+from torch.profiler import ProfilerActivity, profile
 from transformers import LlamaConfig, LlamaForCausalLM
+from trl.trainer.utils import add_fused_lm_head
 
+from midalign import objective
 from midalign.losses import info_nce
 from midalign.objective import pair_embeddings
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+VOCABS = [2000, 32000, 128256, 151936]
 
 
-def build(seed: int = 0):
+def build(vocab: int, hidden: int, blocks: int, seed: int = 0):
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=2000,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=8,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=blocks,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=256,
     )
-    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=8, lora_alpha=16, target_modules=ALL))
+    base = LlamaForCausalLM(cfg)
+    # The trainer's task step: TRL's SFTTrainer patches the forward so that `fused_lm_head=True` returns per-token
+    # log-probabilities computed in vocabulary chunks, without the [B, T, V] logits (other calls are unchanged).
+    add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=ALL))
     return model.train()
 
 
-def saved_bytes(fn) -> int:
+def saved_bytes(model, fn) -> int:
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
     total = 0
 
     def pack(t):
         nonlocal total
-        total += t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params and storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -54,41 +75,69 @@ def saved_bytes(fn) -> int:
     return total
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--length", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--layer", type=int, default=4)
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    model = build()
+def peak_bytes(fn) -> int:
+    """Peak of (bytes allocated - bytes freed) during forward + backward, from the profiler's allocator events."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn().backward()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:  # positive: an allocation, negative: a free
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+@contextlib.contextmanager
+def patched_engine():
+    """Make `pair_embeddings` build its keep-alive as it does under a data-parallel engine."""
+    original = objective.is_distributed_wrapper
+    objective.is_distributed_wrapper = lambda model: True
+    try:
+        yield
+    finally:
+        objective.is_distributed_wrapper = original
+
+
+def measure(vocab: int, args) -> dict[str, dict[str, float]]:
+    """`{variant: {"ms": median, "activation": bytes, "peak": bytes}}` for one vocabulary."""
+    model = build(vocab, args.hidden, args.blocks)
     b, t, layer = args.batch, args.length, args.layer
     g = torch.Generator().manual_seed(0)
-    src, tgt, task = (torch.randint(3, 2000, (b, t), generator=g) for _ in range(3))
+    src, tgt, task = (torch.randint(3, vocab, (b, t), generator=g) for _ in range(3))
     mask = torch.ones(b, t, dtype=torch.long)
 
-    def align(early_exit: bool, one_forward: bool):
+    def align(early_exit: bool, one_forward: bool, engine: bool = False):
         def step():
-            s, c, keep = pair_embeddings(
-                model, src, mask, tgt, mask, layer=layer, early_exit=early_exit, one_forward=one_forward
-            )
+            # `engine`: the keep-alive as under DDP / FSDP / DeepSpeed, where a full forward's loss reaches every
+            # block (zero gradients above the alignment layer); that is how the trainer runs it (ZeRO-3 only).
+            with patched_engine() if engine else contextlib.nullcontext():
+                s, c, keep = pair_embeddings(
+                    model, src, mask, tgt, mask, layer=layer, early_exit=early_exit, one_forward=one_forward
+                )
             return info_nce(s, c) + keep
 
         return step
 
-    def task_step():
+    def task_logits():
         logits = model(input_ids=task, attention_mask=mask).logits  # [B, T, V]
         return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), task[:, 1:].reshape(-1))
+
+    def task_trainer():
+        out = model(input_ids=task, attention_mask=mask, labels=task, fused_lm_head=True)  # [B, T - 1] log-probs
+        return -out.log_probs.sum() / out.label_mask.sum()
 
     variants = {
         "align, early exit, one forward": align(True, True),
         "align, full forward, one forward": align(False, True),
+        "align, full forward, engine keep-alive": align(False, True, engine=True),
         "align, early exit, two forwards": align(True, False),
-        "task step": task_step,
+        "task step, logits + cross-entropy": task_logits,
+        "task step, as the trainer (TRL fused head)": task_trainer,
     }
-    memory = {name: saved_bytes(fn) for name, fn in variants.items()}  # also a warm-up
+    out = {name: {"activation": float(saved_bytes(model, fn))} for name, fn in variants.items()}  # also a warm-up
+    for name, fn in variants.items():
+        model.zero_grad(set_to_none=True)
+        out[name]["peak"] = float(peak_bytes(fn))
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, fn in variants.items():
@@ -96,28 +145,60 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             start = time.perf_counter()
             fn().backward()
             times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    for name, values in times.items():
+        out[name]["ms"] = 1e3 * statistics.median(values)
+    return out
 
+
+def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vocab", type=int, nargs="+", default=VOCABS)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--length", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--blocks", type=int, default=8)
+    p.add_argument("--layer", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     print(
-        f"tiny Llama: hidden 128, 8 blocks, vocab 2000, LoRA r 8; B={b} pairs/examples, T={t}, "
-        f"align layer {layer}, {args.threads} thread(s), median of {args.repeats}\n"
+        f"tiny Llama: hidden {args.hidden}, {args.blocks} blocks, LoRA r 8 on every projection; B={args.batch} "
+        f"pairs/examples, T={args.length}, align layer {args.layer}, {torch.get_num_threads()} thread(s), "
+        f"median of {args.repeats}, torch {torch.__version__}\n"
     )
-    print("| variant | ms / micro-step | activation MiB |")
-    print("|---|---:|---:|")
-    for name in variants:
-        print(f"| {name} | {1e3 * med[name]:.1f} | {memory[name] / 2**20:.1f} |")
-    ea, fa = med["align, early exit, one forward"], med["align, full forward, one forward"]
-    ratios = {
-        "early exit / full forward (target <= 0.8)": ea / fa,
-        "align step / task step (target <= 1.0)": ea / med["task step"],
-        "one forward / two forwards (target < 1.0)": ea / med["align, early exit, two forwards"],
-        "activation memory, early exit / full forward": memory["align, early exit, one forward"]
-        / memory["align, full forward, one forward"],
+    mib = 2**20
+    ratios: dict[int, dict[str, float]] = {}
+    for vocab in args.vocab:
+        m = measure(vocab, args)
+        print(f"vocabulary {vocab:,}\n")
+        print("| variant | ms / micro-step | activation MiB | peak MiB |")
+        print("|---|---:|---:|---:|")
+        for name, row in m.items():
+            print(f"| {name} | {row['ms']:.1f} | {row['activation'] / mib:.1f} | {row['peak'] / mib:.1f} |")
+        print()
+        early, full = m["align, early exit, one forward"], m["align, full forward, one forward"]
+        task = m["task step, as the trainer (TRL fused head)"]
+        ratios[vocab] = {
+            "align / task (trainer's task step)": early["ms"] / task["ms"],
+            "align / task (logits + cross-entropy)": early["ms"] / m["task step, logits + cross-entropy"]["ms"],
+            "early exit / full forward": early["ms"] / full["ms"],
+            "early exit / full forward, engine keep-alive": early["ms"]
+            / m["align, full forward, engine keep-alive"]["ms"],
+            "one forward / two forwards": early["ms"] / m["align, early exit, two forwards"]["ms"],
+            "activation, align / task (trainer's)": early["activation"] / task["activation"],
+            "peak, align / task (trainer's)": early["peak"] / task["peak"],
+            "activation, early exit / full forward": early["activation"] / full["activation"],
+        }
+    names = list(next(iter(ratios.values())))
+    targets = {
+        "align / task (trainer's task step)": " (target <= 0.35 at 128k)",
+        "early exit / full forward": " (target <= 0.5 at 128k)",
     }
-    print("\n| ratio | value |")
-    print("|---|---:|")
-    for name, value in ratios.items():
-        print(f"| {name} | {value:.2f} |")
+    print("| ratio | " + " | ".join(f"{v:,}" for v in ratios) + " |")
+    print("|---|" + "---:|" * len(ratios))
+    for name in names:
+        print(f"| {name}{targets.get(name, '')} | " + " | ".join(f"{r[name]:.2f}" for r in ratios.values()) + " |")
     return ratios
 
 
