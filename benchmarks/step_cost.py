@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
-from midalign import objective
+from midalign import distributed
 from midalign.losses import info_nce
 from midalign.objective import pair_embeddings
 
@@ -90,12 +90,12 @@ def peak_bytes(fn) -> int:
 @contextlib.contextmanager
 def patched_engine():
     """Make `pair_embeddings` build its keep-alive as it does under a data-parallel engine."""
-    original = objective.is_distributed_wrapper
-    objective.is_distributed_wrapper = lambda model: True
+    original = distributed.is_distributed_wrapper
+    distributed.is_distributed_wrapper = lambda model: True
     try:
         yield
     finally:
-        objective.is_distributed_wrapper = original
+        distributed.is_distributed_wrapper = original
 
 
 def measure(vocab: int, args) -> dict[str, dict[str, float]]:
@@ -106,14 +106,14 @@ def measure(vocab: int, args) -> dict[str, dict[str, float]]:
     src, tgt, task = (torch.randint(3, vocab, (b, t), generator=g) for _ in range(3))
     mask = torch.ones(b, t, dtype=torch.long)
 
-    def align(early_exit: bool, one_forward: bool, engine: bool = False):
+    pairs = {"src_input_ids": src, "src_attention_mask": mask, "tgt_input_ids": tgt, "tgt_attention_mask": mask}
+
+    def align(early_exit: bool, engine: bool = False):
         def step():
             # `engine`: the keep-alive as under DDP / FSDP / DeepSpeed, where a full forward's loss reaches every
             # block (zero gradients above the alignment layer); that is how the trainer runs it (ZeRO-3 only).
             with patched_engine() if engine else contextlib.nullcontext():
-                s, c, keep = pair_embeddings(
-                    model, src, mask, tgt, mask, layer=layer, early_exit=early_exit, one_forward=one_forward
-                )
+                s, c, keep = pair_embeddings(model, pairs, layer=layer, early_exit=early_exit)
             return info_nce(s, c) + keep
 
         return step
@@ -127,10 +127,9 @@ def measure(vocab: int, args) -> dict[str, dict[str, float]]:
         return -out.log_probs.sum() / out.label_mask.sum()
 
     variants = {
-        "align, early exit, one forward": align(True, True),
-        "align, full forward, one forward": align(False, True),
-        "align, full forward, engine keep-alive": align(False, True, engine=True),
-        "align, early exit, two forwards": align(True, False),
+        "align, early exit": align(True),
+        "align, full forward": align(False),
+        "align, full forward, engine keep-alive": align(False, engine=True),
         "task step, logits + cross-entropy": task_logits,
         "task step, as the trainer (TRL fused head)": task_trainer,
     }
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
         for name, row in m.items():
             print(f"| {name} | {row['ms']:.1f} | {row['activation'] / mib:.1f} | {row['peak'] / mib:.1f} |")
         print()
-        early, full = m["align, early exit, one forward"], m["align, full forward, one forward"]
+        early, full = m["align, early exit"], m["align, full forward"]
         task = m["task step, as the trainer (TRL fused head)"]
         ratios[vocab] = {
             "align / task (trainer's task step)": early["ms"] / task["ms"],
@@ -185,7 +184,6 @@ def main(argv: list[str] | None = None) -> dict[int, dict[str, float]]:
             "early exit / full forward": early["ms"] / full["ms"],
             "early exit / full forward, engine keep-alive": early["ms"]
             / m["align, full forward, engine keep-alive"]["ms"],
-            "one forward / two forwards": early["ms"] / m["align, early exit, two forwards"]["ms"],
             "activation, align / task (trainer's)": early["activation"] / task["activation"],
             "peak, align / task (trainer's)": early["peak"] / task["peak"],
             "activation, early exit / full forward": early["activation"] / full["activation"],

@@ -296,3 +296,27 @@ def test_bf16_mixed_precision_keeps_the_similarities_in_fp32(data, tokenizer, mo
     assert seen and all(query == torch.bfloat16 and loss == torch.float32 for query, loss in seen)
     assert all(math.isfinite(x) for x in logged(trainer, "align_loss") + logged(trainer, "task_loss"))
     assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_the_trainer_and_the_public_loss_compute_one_objective(data, tokenizer):
+    from midalign import alignment_loss
+
+    settings = dict(align_symmetric=True, align_temperature=0.2, align_detach_tgt=True, align_pooling="last")
+    trainer = build_trainer(config(data, **settings), model=make_model(), tokenizer=tokenizer)
+    batch = trainer.align_collator(trainer.align_rows[:4])
+    got, _ = trainer.alignment_step(trainer.model, batch)
+    expected = alignment_loss(
+        trainer.model,
+        batch["src_input_ids"],
+        batch["src_attention_mask"],
+        batch["tgt_input_ids"],
+        batch["tgt_attention_mask"],
+        layer=trainer.align_layer_index,
+        src_pool_mask=batch["src_pool_mask"],
+        tgt_pool_mask=batch["tgt_pool_mask"],
+        temperature=0.2,
+        symmetric=True,
+        detach_tgt=True,
+        pooling="last",
+    )
+    torch.testing.assert_close(got, expected)

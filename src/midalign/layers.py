@@ -134,6 +134,38 @@ def _forward_kwargs(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     return kwargs
 
 
+@contextlib.contextmanager
+def captured_states(model: nn.Module, indices) -> Iterator[dict[int, torch.Tensor]]:
+    """Record `hidden_states[l]` for each `l` in `indices` during the forward run inside the context.
+
+    `l = 0` is read as the input of block 1 (the embeddings, already scaled for Gemma), `l > 0` as the output of
+    block `l`, by hooks on the block objects (so a truncated block list keeps them); removed on exit.
+    """
+    layers = decoder_layers(model)
+    states: dict[int, torch.Tensor] = {}
+
+    def before_first(module, args, kwargs):
+        states[0] = args[0] if args else kwargs["hidden_states"]
+
+    def after(index: int):
+        def hook(module, args, output):
+            states[index] = output[0] if isinstance(output, tuple | list) else output
+
+        return hook
+
+    handles = [
+        layers[0].register_forward_pre_hook(before_first, with_kwargs=True)
+        if index == 0
+        else layers[index - 1].register_forward_hook(after(index))
+        for index in indices
+    ]
+    try:
+        yield states
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def forward_to_layer(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -145,38 +177,19 @@ def forward_to_layer(
     """Like `hidden_states_at`, but also return the model's output object.
 
     The trainer needs the output too: under DDP every parameter that the forward touched must receive a
-    gradient, so the alignment loss adds `0 * logits.sum()` (see `midalign.objective`). The logits are empty
+    gradient, so the alignment loss adds `0 * logits.sum()` (see `midalign.distributed`). The logits are empty
     (`[B, 0, V]`) but still tied to the final norm and the head, so that zero reaches them.
     """
-    layers = decoder_layers(model)
-    n_layers = len(layers)
+    n_layers = num_layers(model)
     _check_layer(layer, n_layers)
-    captured: dict[str, torch.Tensor] = {}
-
-    if layer == 0:
-        # hidden_states[0] is the input of block 1 (embeddings, already scaled for Gemma): read it there.
-        def hook(module, args, kwargs):
-            captured["h"] = args[0] if args else kwargs["hidden_states"]
-
-        handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
-    else:
-
-        def hook(module, args, output):
-            captured["h"] = output[0] if isinstance(output, tuple | list) else output
-
-        handle = layers[layer - 1].register_forward_hook(hook)
-
-    kwargs = _forward_kwargs(model, input_ids, attention_mask)
     # Layer 0 keeps one block so that its input hook fires; every other layer keeps exactly `layer` blocks.
     keep = max(layer, 1) if early_exit else n_layers
-    try:
-        with truncated_decoder(model, keep) if keep < n_layers else contextlib.nullcontext():
-            outputs = model(**kwargs)
-    finally:
-        handle.remove()
-    if "h" not in captured:
+    truncate = truncated_decoder(model, keep) if keep < n_layers else contextlib.nullcontext()
+    with captured_states(model, [layer]) as states, truncate:
+        outputs = model(**_forward_kwargs(model, input_ids, attention_mask))
+    if layer not in states:
         raise UnsupportedModelError(f"block {layer} of {type(unwrap_model(model)).__name__} did not run")
-    return captured["h"], outputs
+    return states[layer], outputs
 
 
 def hidden_states_at(
@@ -213,26 +226,9 @@ def all_hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     Entry `l` equals `hidden_states_at(model, ..., l)` for every `l`, the top one included (before the final
     norm), so the analysis measures exactly what the alignment loss trains.
     """
-    layers = decoder_layers(model)
-    states: list[torch.Tensor | None] = [None] * (len(layers) + 1)
-
-    def first(module, args, kwargs):
-        states[0] = args[0] if args else kwargs["hidden_states"]
-
-    def after(index):
-        def hook(module, args, output):
-            states[index] = output[0] if isinstance(output, tuple | list) else output
-
-        return hook
-
-    handles = [layers[0].register_forward_pre_hook(first, with_kwargs=True)]
-    handles += [block.register_forward_hook(after(i + 1)) for i, block in enumerate(layers)]
-    kwargs = _forward_kwargs(model, input_ids, attention_mask)
-    try:
-        model(**kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    if any(s is None for s in states):
+    indices = range(num_layers(model) + 1)
+    with captured_states(model, indices) as states:
+        model(**_forward_kwargs(model, input_ids, attention_mask))
+    if len(states) != len(indices):
         raise UnsupportedModelError(f"not every block of {type(unwrap_model(model)).__name__} ran")
-    return states  # type: ignore[return-value]
+    return [states[index] for index in indices]

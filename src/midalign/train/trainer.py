@@ -57,7 +57,7 @@ from midalign.errors import ConfigError
 from midalign.io import write_json_atomic
 from midalign.layers import num_layers
 from midalign.modeling import quiet_peft_wrap
-from midalign.objective import contrastive_loss, pair_embeddings
+from midalign.objective import AlignmentObjective
 from midalign.train.callbacks import use_log_file
 from midalign.train.checkpoints import save_through_staging
 from midalign.train.config import MidAlignConfig, resolve_align_layer
@@ -156,9 +156,10 @@ class MidAlignTrainer(SFTTrainer):
         # There the alignment forward runs every block and the keep-alive gives the blocks above the alignment
         # layer a zero gradient (an alignment step then costs as much as a task step). DDP and FSDP keep early
         # exit: tests/test_distributed.py checks their gradients against one process.
-        self.align_early_exit = args.align_early_exit and not self._is_zero3()
-        if args.align_early_exit and not self.align_early_exit:
+        early_exit = args.align_early_exit and not self._is_zero3()
+        if args.align_early_exit and not early_exit:
             logger.info("DeepSpeed ZeRO-3: alignment steps run every block (early exit is off)")
+        self.objective = AlignmentObjective.from_config(args, self.align_layer_index, early_exit=early_exit)
 
     def _is_zero3(self) -> bool:
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
@@ -237,30 +238,8 @@ class MidAlignTrainer(SFTTrainer):
         return loss
 
     def alignment_step(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Alignment loss and in-batch retrieval accuracy of one batch of pairs (loss carries the DDP keep-alive)."""
-        src, tgt, keepalive = pair_embeddings(
-            model,
-            inputs["src_input_ids"],
-            inputs["src_attention_mask"],
-            inputs["tgt_input_ids"],
-            inputs["tgt_attention_mask"],
-            layer=self.align_layer_index,
-            pooling=self.args.align_pooling,
-            src_pool_mask=inputs["src_pool_mask"],
-            tgt_pool_mask=inputs["tgt_pool_mask"],
-            early_exit=self.align_early_exit,
-        )
-        loss, accuracy = contrastive_loss(
-            src,
-            tgt,
-            temperature=self.args.align_temperature,
-            symmetric=self.args.align_symmetric,
-            detach_tgt=self.args.align_detach_tgt,
-            # Training batches differ per rank; evaluation runs the same held-out batches on every rank, where
-            # gathering would put copies of each positive among the candidates.
-            gather_negatives=self.args.align_gather_negatives and model.training,
-        )
-        return loss + keepalive, accuracy
+        """Alignment loss (with the DDP keep-alive) and in-batch retrieval accuracy of one batch of pairs."""
+        return self.objective(model, inputs, evaluating=not model.training)
 
     def _gathered_mean(self, value: torch.Tensor) -> float:
         return self.accelerator.gather(value.detach().float().reshape(1)).mean().item()
