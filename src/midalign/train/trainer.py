@@ -154,7 +154,7 @@ class MidAlignTrainer(SFTTrainer):
         # DeepSpeed ZeRO-3 gathers each module's parameters with hooks, prefetching in the order it traced in the
         # first steps; a forward that skips the top blocks on alignment steps breaks that order every other step.
         # There the alignment forward runs every block and the keep-alive gives the blocks above the alignment
-        # layer a zero gradient (an alignment step then costs as much as a task step). DDP and FSDP keep early
+        # layer a zero gradient (every block runs, but still no LM-head product). DDP and FSDP keep early
         # exit: tests/test_distributed.py checks their gradients against one process.
         early_exit = args.align_early_exit and not self._is_zero3()
         if args.align_early_exit and not early_exit:
