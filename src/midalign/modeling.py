@@ -177,7 +177,7 @@ def read_adapter_config(adapter: str | os.PathLike):
 
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
-        raise ConfigError(f"{path}: not a PEFT adapter folder (no adapter_config.json)")
+        raise ConfigError(f"{path}: not a PEFT adapter folder (adapter_config.json not found)")
     if not (path / "adapter_model.safetensors").is_file():
         pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         held = f"only pickle weights ({', '.join(pickles)})" if pickles else "no adapter_model.safetensors"

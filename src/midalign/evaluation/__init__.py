@@ -26,7 +26,15 @@ from midalign.evaluation.loaders import (
     read_prediction_lines,
     translation_system_prompt,
 )
-from midalign.evaluation.runner import EvalResult, evaluate, prediction_rows, score_by_language, write_report
+from midalign.evaluation.runner import (
+    DevSet,
+    EvalResult,
+    dev_set,
+    evaluate,
+    prediction_rows,
+    score_by_language,
+    write_report,
+)
 from midalign.evaluation.slots import (
     SlotFrame,
     format_slots,
@@ -43,12 +51,14 @@ __all__ = [
     "COMET_MODEL",
     "MASSIVE_LOCALES",
     "MASSIVE_SYSTEM_PROMPT",
+    "DevSet",
     "EvalResult",
     "LanguageTable",
     "SlotFrame",
     "adapter_systems",
     "base_language",
     "bleu_tokenizer",
+    "dev_set",
     "evaluate",
     "flatten_json",
     "format_slots",

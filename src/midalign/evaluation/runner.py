@@ -15,7 +15,13 @@ from midalign.evaluation.generation import generate
 from midalign.evaluation.loaders import TASKS, normalize_example
 from midalign.evaluation.slots import score_slots
 from midalign.evaluation.structured import score_json
-from midalign.evaluation.tables import language_table, plot_language_table, tables_to_csv
+from midalign.evaluation.tables import (
+    LanguageTable,
+    language_groups,
+    language_table,
+    plot_language_table,
+    tables_to_csv,
+)
 from midalign.evaluation.translation import score_translation
 from midalign.io import check_name, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
@@ -169,6 +175,65 @@ def evaluate(
     )
     scores = score_by_language(task, examples, predictions, char_langs=char_langs, schema=schema, comet=comet)
     return EvalResult(examples, predictions, scores)
+
+
+@dataclass(frozen=True)
+class DevSet:
+    """Checked dev examples and how systems are compared on them; made by `dev_set`.
+
+    Attributes:
+        task: `slot`, `mt` or `json`.
+        examples: the examples, in canonical shape.
+        metric: the metric the table compares.
+        supervised, transfer: language groups, see `language_table`.
+    """
+
+    task: str
+    examples: list[dict[str, Any]]
+    metric: str
+    supervised: tuple[str, ...]
+    transfer: tuple[str, ...] | None
+
+    def score(self, model, tokenizer, label: str, **generation) -> dict[str, dict[str, Any]]:
+        """Generate with `model` and score per language; `generation` as in `evaluate` (`desc` is `label`)."""
+        return evaluate(model, tokenizer, self.examples, self.task, desc=label, **generation).scores
+
+    def table(self, scores: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> LanguageTable:
+        """The per-language table of `self.metric` for `label -> language -> metric -> value` scores."""
+        return language_table(scores, self.metric, supervised=self.supervised, transfer=self.transfer)
+
+
+def dev_set(
+    examples: Sequence[Mapping[str, Any]],
+    task: str,
+    *,
+    metric: str | None = None,
+    supervised: Sequence[str] = (),
+    transfer: Sequence[str] | None = None,
+    name: str = "dev set",
+) -> DevSet:
+    """Check dev data and comparison settings before any model loads, e.g. for `midalign.merging`'s weight sweep.
+
+    Args:
+        examples: examples for `task` (see `normalize_example`).
+        task: `slot`, `mt` or `json`.
+        metric: one of `TABLE_METRICS[task]` (default: its first: `slot_f1`, `bleu`, `field_f1`).
+        supervised, transfer: language groups, see `language_table`.
+        name: what the errors call the data (`sweep`: "sweep metric ...", "sweep example #3").
+
+    Raises:
+        ConfigError: an unknown task or metric, no examples, or language groups the data does not have.
+        DataError: a malformed example.
+    """
+    check_score_options(task, None, None, False)
+    metric = metric or TABLE_METRICS[task][0]
+    if metric not in TABLE_METRICS[task]:
+        raise ConfigError(f"{name} metric {metric!r}: choose one of {list(TABLE_METRICS[task])}")
+    checked = [normalize_example(e, task, path=f"{name} example #{i}") for i, e in enumerate(examples)]
+    if not checked:
+        raise ConfigError(f"the {name} has no examples")
+    language_groups(list(dict.fromkeys(e["lang"] for e in checked)), supervised, transfer)
+    return DevSet(task, checked, metric, tuple(supervised), None if transfer is None else tuple(transfer))
 
 
 def check_system_name(name: str) -> str:
