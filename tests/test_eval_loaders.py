@@ -150,7 +150,7 @@ def test_parallel_text_errors(tmp_path):
     with pytest.raises(DataError, match=r"r2\.en:2: empty line"):
         load_parallel_text(src, _write(tmp_path / "r2.en", "x\n \nz\n"), src_lang="de", tgt_lang="en")
     (tmp_path / "bad.en").write_bytes(b"x\n\xff\xfe\nz\n")
-    with pytest.raises(DataError, match=r"bad\.en:2: not UTF-8"):
+    with pytest.raises(DataError, match=r"bad\.en:2: invalid UTF-8"):
         load_parallel_text(src, tmp_path / "bad.en", src_lang="de", tgt_lang="en")
     with pytest.raises(DataError, match="unknown language 'xx'"):
         load_parallel_text(src, src, src_lang="de", tgt_lang="xx")

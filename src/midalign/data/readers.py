@@ -50,8 +50,12 @@ class Pair:
     origin: str = ""  # "file:line" for error messages
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of a UTF-8 file; a BOM is dropped, CRLF handled, bad bytes reported by line."""
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of a UTF-8 file; a BOM is dropped, CRLF handled, bad bytes reported by line.
+
+    The one line reader of every text format (JSONL, TSV, FLORES folders, plain-text translation and predictions).
+    """
+    path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path=str(path))
     try:
@@ -72,7 +76,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield `(line_number, object)` for each non-blank line of a JSONL file."""
     path = Path(path)
-    for number, text in _lines(path):
+    for number, text in iter_lines(path):
         if not text.strip():
             continue
         obj = loads_json(text, path=path, line=number)
@@ -101,7 +105,7 @@ def _lang(code: str, path, line, field: str) -> str:
         raise DataError(str(e), path=str(path), line=line, field=field) from None
 
 
-def _messages(value, path, line, field: str) -> list[dict]:
+def parse_messages(value, path, line, field: str) -> list[dict]:
     """A validated list of `{"role", "content"}` messages (contents of assistant turns must be non-empty)."""
     if not isinstance(value, list) or not value:
         raise DataError("expected a non-empty list of messages", path=str(path), line=line, field=field)
@@ -125,7 +129,7 @@ def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> di
     form: the prompt's turns, then the assistant's answer).
     """
     if "messages" in obj:
-        clean = _messages(obj["messages"], path, line, "messages")
+        clean = parse_messages(obj["messages"], path, line, "messages")
         if clean[-1]["role"] != "assistant":
             raise DataError(
                 "the last message must be the assistant's answer", path=str(path), line=line, field="messages"
@@ -137,8 +141,8 @@ def parse_task_record(obj: dict, path="<memory>", line: int | None = None) -> di
             "completion": _text(obj, "text", path, line),
         }
     if isinstance(obj.get("prompt"), list) or isinstance(obj.get("completion"), list):
-        prompt = _messages(obj.get("prompt"), path, line, "prompt")
-        completion = _messages(obj.get("completion"), path, line, "completion")
+        prompt = parse_messages(obj.get("prompt"), path, line, "prompt")
+        completion = parse_messages(obj.get("completion"), path, line, "completion")
         if [m["role"] for m in completion] != ["assistant"]:
             raise DataError("expected one assistant message", path=str(path), line=line, field="completion")
         if prompt[-1]["role"] == "assistant":
@@ -248,7 +252,7 @@ def _pair(obj: dict, path, line: int, origin: str) -> Pair:
 
 
 def _read_parallel_tsv(path: Path) -> list[Pair]:
-    lines = iter(_lines(path))
+    lines = iter(iter_lines(path))
     try:
         _, header_line = next(lines)
     except StopIteration:
@@ -289,7 +293,7 @@ def read_multiway(path: str | os.PathLike, languages: list[str] | None = None) -
             if lang in table:
                 raise DataError(f"two files for language {lang!r}", path=str(file))
             sentences = []
-            for line, text in _lines(file):
+            for line, text in iter_lines(file):
                 if not text.strip():
                     raise DataError("empty sentence", path=str(file), line=line)
                 sentences.append(text)

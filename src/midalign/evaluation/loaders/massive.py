@@ -1,0 +1,135 @@
+"""MASSIVE slot-filling examples, from its JSONL release or the Hugging Face dataset."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from midalign.errors import ConfigError, DataError
+from midalign.evaluation.languages import MASSIVE_LOCALES
+from midalign.evaluation.loaders.examples import lang_field, read_jsonl, require_field
+from midalign.evaluation.slots import format_slots, parse_annot_utt
+
+MASSIVE_SYSTEM_PROMPT = (
+    "Given a command from the user, a voice assistant extracts the entities needed to carry out the command. "
+    "List each entity as 'type: value', with the value copied word for word from the command, separated by "
+    "'; '. Answer 'None' when the command has no entity."
+)
+MASSIVE_INTENT_SYSTEM_PROMPT = (
+    MASSIVE_SYSTEM_PROMPT + " Start the answer with the intent of the command followed by ' | '."
+)
+# MASSIVE's JSONL calls the validation split "dev", the Hugging Face dataset calls it "validation".
+_HF_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+
+
+def _massive_example(row: Mapping, where: dict, *, with_intent: bool, system_prompt: str | None) -> dict[str, Any]:
+    locale = lang_field(row, "locale", where)
+    utt = require_field(row, "utt", str, where)
+    annot_utt = require_field(row, "annot_utt", str, where)
+    intent = require_field(row, "intent", str, where) if with_intent else None
+    try:
+        _, slots = parse_annot_utt(annot_utt)
+        gold = format_slots(slots, intent=intent)
+    except DataError as e:
+        raise DataError(str(e), field="annot_utt", **where) from e
+    example = {"id": row.get("id"), "lang": locale, "prompt": utt, "utt": utt, "gold": gold}
+    if system_prompt:
+        example["system_prompt"] = system_prompt
+    return example
+
+
+def _check_locales(locales: Sequence[str] | None) -> None:
+    unknown = [loc for loc in locales or () if loc not in MASSIVE_LOCALES]
+    if unknown:
+        raise DataError(f"unknown MASSIVE locale(s) {unknown}; MASSIVE has {', '.join(MASSIVE_LOCALES)}")
+
+
+def load_massive_jsonl(
+    path: str | os.PathLike,
+    *,
+    locales: Sequence[str] | None = None,
+    partition: str | None = "test",
+    with_intent: bool = False,
+    system_prompt: str | None = None,
+) -> list[dict[str, Any]]:
+    """MASSIVE slot-filling examples from its JSONL release (one file, or a folder of `<locale>.jsonl`).
+
+    Gold slots come from `annot_utt` (`wake me up at [time : nine am]` -> `time: nine am`).
+
+    Args:
+        path: a `.jsonl` file, or the release's `data/` folder.
+        locales: keep only these locales (in a folder, read only their files); None keeps all.
+        partition: keep rows of this `partition` (`train`, `dev`, `test`); None keeps all.
+        with_intent: prefix the gold with the row's `intent` (`alarm_set | time: nine am`).
+        system_prompt: default `MASSIVE_SYSTEM_PROMPT` (or its intent variant).
+
+    Raises:
+        DataError: missing files, malformed lines or annotations, unknown locales, or a requested
+            locale without examples.
+    """
+    _check_locales(locales)
+    system_prompt = system_prompt or (MASSIVE_INTENT_SYSTEM_PROMPT if with_intent else MASSIVE_SYSTEM_PROMPT)
+    root = Path(path)
+    if root.is_dir():
+        files = [root / f"{loc}.jsonl" for loc in locales] if locales else sorted(root.glob("*.jsonl"))
+    else:
+        files = [root]
+    examples = []
+    for file in files:
+        for number, row in read_jsonl(file):
+            where = {"path": str(file), "line": number}
+            # Rows are filtered on these fields: a malformed one is an error, not a silently skipped row.
+            if partition is not None and require_field(row, "partition", str, where) != partition:
+                continue
+            if locales and require_field(row, "locale", str, where) not in locales:
+                continue
+            examples.append(_massive_example(row, where, with_intent=with_intent, system_prompt=system_prompt))
+    missing = [loc for loc in locales or () if not any(e["lang"] == loc for e in examples)]
+    if missing or not examples:
+        raise DataError(f"no examples for locale(s) {missing or 'any'} in partition {partition!r}", path=str(path))
+    return examples
+
+
+def load_massive_hf(
+    locales: Sequence[str],
+    *,
+    partition: str = "test",
+    with_intent: bool = False,
+    system_prompt: str | None = None,
+) -> list[dict[str, Any]]:
+    """MASSIVE slot-filling examples from the Hugging Face dataset `AmazonScience/massive`.
+
+    Needs network access (or a populated `datasets` cache). Same arguments as `load_massive_jsonl`;
+    `partition` uses MASSIVE's names (`dev` reads the `validation` split).
+
+    Raises:
+        DataError: unknown locales or partition.
+        ConfigError: the dataset could not be loaded (recent `datasets` no longer run its loading
+            script; then download the JSONL release and use `load_massive_jsonl`).
+    """
+    import datasets
+
+    _check_locales(locales)
+    if partition not in _HF_SPLITS:
+        raise DataError(f"unknown MASSIVE partition {partition!r}; choose one of {sorted(_HF_SPLITS)}")
+    system_prompt = system_prompt or (MASSIVE_INTENT_SYSTEM_PROMPT if with_intent else MASSIVE_SYSTEM_PROMPT)
+    examples = []
+    for locale in locales:
+        try:
+            dataset = datasets.load_dataset("AmazonScience/massive", locale, split=_HF_SPLITS[partition])
+        except Exception as e:  # network, cache, or loading-script errors all mean the same to the user
+            raise ConfigError(
+                f"could not load AmazonScience/massive ({locale}): {e}; "
+                "download the MASSIVE JSONL release and use the 'massive' format instead"
+            ) from e
+        # The HF dataset stores the intent as a class index.
+        intent_feature = dataset.features["intent"]
+        for number, row in enumerate(dataset, start=1):
+            row = dict(row)
+            if isinstance(row.get("intent"), int):
+                row["intent"] = intent_feature.int2str(row["intent"])
+            where = {"path": f"AmazonScience/massive:{locale}:{_HF_SPLITS[partition]}", "line": number}
+            examples.append(_massive_example(row, where, with_intent=with_intent, system_prompt=system_prompt))
+    return examples
