@@ -18,7 +18,6 @@ from midalign.evaluation.slots import parse_annot_utt, parse_slot_output
 from midalign.synthetic.pretrain import PretrainConfig, is_finished, pretrain
 from midalign.synthetic.probe import copy_rates, heldout_loss, retrieval_by_layer
 from midalign.synthetic.world import (
-    CLOCK,
     INTENTS,
     LANGUAGE_TABLE,
     PIVOT,
@@ -184,20 +183,3 @@ def test_everyday_clauses_share_the_commands_vocabulary():
         "alarm",
         "ticket",
     }
-
-
-def test_clock_times_are_digits_shared_by_every_language():
-    rng = random.Random(1)
-    spelt, digits = World(8, seed=0), World(8, seed=0, clock_digits=True)
-    commands = [c for c in (digits.sample_command(rng) for _ in range(300)) if c.intent == "alarm_set"]
-    for command in commands:
-        times = {digits.render_command(command, code).slots[0][1] for code in digits.languages}
-        numbers = {t.split()[0] for t in times}  # `7:15` the same everywhere, the day half a word of each language
-        assert len(numbers) == 1 and numbers.pop().replace(":", "").isdigit()
-        assert len({t.split()[1] for t in times}) > 1
-        # without clock digits (the default) the hour is a word of each language
-        assert not spelt.render_command(command, "xb").slots[0][1][0].isdigit()
-    clause = next(c for c in (digits._sample_everyday(rng) for _ in range(100)) if c.time)
-    hour = ":".join(CLOCK[n] for n in clause.time[:-1])
-    assert all(hour in digits.render_clause(clause, code).split() for code in digits.languages)
-    assert not WorldConfig().clock_digits  # the default world spells times out
