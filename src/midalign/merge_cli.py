@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from midalign.cliargs import named_path
+from midalign.cliargs import named_path, named_paths
 from midalign.errors import ConfigError, MidalignError, report
 from midalign.merging import METHODS, RECIPE
 
@@ -70,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from midalign.merging import Sweep, merge_adapters
 
     try:
-        adapters = dict(args.adapter)
-        if len(adapters) != len(args.adapter):
-            raise ConfigError("two adapters share a name")
+        adapters = named_paths(args.adapter)
         sweep_only = {
             "--sweep-data": args.sweep_data,
             "--sweep-metric": args.sweep_metric,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from midalign.errors import ConfigError, UnsupportedModelError
 # Weight files that are pickles (loading them can execute code); midalign never reads them.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
+BASE = "base"  # the system name of the bare base model next to its adapters (reports, predictions files)
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -164,6 +165,40 @@ def load_adapter(model, adapter: str | os.PathLike, *, adapter_name: str = "defa
     check_adapter_matches(model, cfg, str(adapter))
     with quiet_peft_wrap():
         return PeftModel.from_pretrained(model, str(adapter), adapter_name=adapter_name, is_trainable=is_trainable)
+
+
+def adapter_systems(
+    model, adapters: Mapping[str, str | os.PathLike], *, include_base: bool = False
+) -> Iterator[tuple[str, object]]:
+    """Yield `(name, model)` for the bare base (if asked) and then each adapter, loading the base once.
+
+    The one adapter loop of `evaluate` and `analyze`. The base comes first, before any adapter wraps it. The
+    first adapter wraps the base in a `PeftModel` (`load_adapter`, which refuses adapters made for another
+    model); later ones are added with `PeftModel.load_adapter` and switched to with `set_adapter`, so exactly
+    one adapter is active for each yielded system. Use each yielded model before asking for the next.
+
+    Args:
+        model: the base causal LM.
+        adapters: system name -> PEFT adapter folder, in order.
+        include_base: also yield `("base", model)` first.
+
+    Raises:
+        ConfigError: an adapter is named "base" (the bare base model's name in every report), or a folder is
+            not a PEFT adapter (or does not fit the base model).
+    """
+    if BASE in adapters:
+        raise ConfigError(f"an adapter is named {BASE!r}, which names the bare base model; rename it")
+    if include_base:
+        yield BASE, model
+    peft_model = None
+    for name, path in adapters.items():
+        if peft_model is None:
+            peft_model = load_adapter(model, path, adapter_name=name)
+        else:
+            check_adapter_matches(peft_model, read_adapter_config(path), str(path))
+            peft_model.load_adapter(str(path), adapter_name=name)
+        peft_model.set_adapter(name)
+        yield name, peft_model
 
 
 def read_adapter_config(adapter: str | os.PathLike):

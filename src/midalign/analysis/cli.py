@@ -5,19 +5,8 @@ from __future__ import annotations
 import argparse
 
 from midalign.analysis.metrics import METRICS
-from midalign.cliargs import named_path
+from midalign.cliargs import named_path, named_paths
 from midalign.errors import ConfigError
-from midalign.io import check_name
-
-
-def _named(values: list[tuple[str, str]] | None) -> dict[str, str]:
-    out = {}
-    for name, path in values or []:
-        check_name(name, "adapter name", dots=False)  # a system name in the report; PEFT refuses '.'
-        if name in out:
-            raise ConfigError(f"adapter name {name!r} given twice")
-        out[name] = path
-    return out
 
 
 def add_parser(subparsers) -> None:
@@ -55,14 +44,16 @@ def run(args: argparse.Namespace) -> int:
     from midalign.analysis.report import write_report
     from midalign.analysis.run import analyze, load_groups
     from midalign.data.readers import read_multiway
-    from midalign.modeling import load_model, load_tokenizer
+    from midalign.modeling import load_model, load_tokenizer, read_adapter_config
 
-    adapters = _named(args.adapter)
+    adapters = named_paths(args.adapter)
     if args.no_base and not adapters:
         raise ConfigError("--no-base needs at least one --adapter")
     for name, path in adapters.items():
-        if not (Path(path) / "adapter_config.json").is_file():
-            raise ConfigError(f"adapter {name}: {path} is not a PEFT adapter folder (no adapter_config.json)")
+        try:
+            read_adapter_config(path)  # before the model loads
+        except ConfigError as e:
+            raise ConfigError(f"adapter {name}: {e}") from e
     languages = sorted(read_multiway(args.data, args.languages))  # validate the data before loading the model
     groups = load_groups(args.groups, languages)
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)

@@ -14,11 +14,10 @@ from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
 from midalign.data.readers import Pair, read_multiway
 from midalign.errors import ConfigError, DataError
 from midalign.io import read_json_file
-from midalign.modeling import check_tokenizer_fits, file_fingerprint, weights_fingerprint
+from midalign.modeling import BASE, adapter_systems, check_tokenizer_fits, file_fingerprint, weights_fingerprint
 from midalign.pooling import Pooling
 
 logger = logging.getLogger(__name__)
-BASE = "base"
 
 
 @dataclass
@@ -175,24 +174,10 @@ def analyze(
 
 
 def system_models(model, adapters: dict[str, str], include_base: bool):
-    """Yield `(name, (model to run, adapter id))` for the base model and each adapter, loading them lazily."""
-    from midalign.modeling import load_adapter
-
-    if include_base or not adapters:
-        yield BASE, (model, None)
-    peft_model = None
-    for name, path in adapters.items():
-        if name == BASE:
-            raise ConfigError("'base' is reserved for the model without adapter; name the adapter otherwise")
-        if peft_model is None:
-            peft_model = load_adapter(model, path, adapter_name=name)
-        else:
-            from midalign.modeling import check_adapter_matches, read_adapter_config
-
-            check_adapter_matches(model, read_adapter_config(path), str(path))
-            peft_model.load_adapter(path, adapter_name=name)
-        peft_model.set_adapter(name)
-        yield name, (peft_model, _adapter_id(path))
+    """Yield `(name, (model to run, adapter id))` for the base model (also when there is no adapter) and each
+    adapter, loading them lazily (`midalign.modeling.adapter_systems`)."""
+    for name, run_model in adapter_systems(model, adapters, include_base=include_base or not adapters):
+        yield name, (run_model, None if name == BASE else _adapter_id(adapters[name]))
 
 
 def _adapter_id(path: str | Path) -> str:

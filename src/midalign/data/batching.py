@@ -84,6 +84,18 @@ def _report_cut_sentences(pairs: Sequence[Pair], rows: list[dict], tokenizer, ma
         )
 
 
+def pad_batch(rows: Sequence[Sequence[int]], value: int, *, side: Literal["right", "left"] = "right") -> torch.Tensor:
+    """The rows as one `[B, T]` tensor, each padded with `value` up to the longest (`T`).
+
+    Training and analysis pad on the right (pooling reads a mask, never positions); generation pads on the left,
+    so that every prompt ends at the same column and new tokens start at `T`.
+    """
+    length = max(len(row) for row in rows)
+    if side == "left":
+        return torch.tensor([[value] * (length - len(row)) + list(row) for row in rows])
+    return torch.tensor([list(row) + [value] * (length - len(row)) for row in rows])
+
+
 class AlignmentCollator:
     """Pad tokenized pairs on the right into `src_*`/`tgt_*` tensors (`input_ids`, `attention_mask`, `pool_mask`)."""
 
@@ -94,12 +106,9 @@ class AlignmentCollator:
         out = {}
         for side in ("src", "tgt"):
             ids = [r[f"{side}_input_ids"] for r in rows]
-            length = max(len(x) for x in ids)
-            out[f"{side}_input_ids"] = torch.tensor([x + [self.pad_token_id] * (length - len(x)) for x in ids])
-            out[f"{side}_attention_mask"] = torch.tensor([[1] * len(x) + [0] * (length - len(x)) for x in ids])
-            out[f"{side}_pool_mask"] = torch.tensor(
-                [r[f"{side}_pool_mask"] + [0] * (length - len(r[f"{side}_pool_mask"])) for r in rows]
-            )
+            out[f"{side}_input_ids"] = pad_batch(ids, self.pad_token_id)
+            out[f"{side}_attention_mask"] = pad_batch([[1] * len(x) for x in ids], 0)
+            out[f"{side}_pool_mask"] = pad_batch([r[f"{side}_pool_mask"] for r in rows], 0)
         return out
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from midalign.cliargs import named_path
+from midalign.cliargs import named_path, named_paths
 from midalign.errors import ConfigError, DataError, MidalignError, report
-from midalign.io import check_name, read_json_file
+from midalign.io import read_json_file
 
 FORMATS = ("jsonl", "massive", "massive-hf", "text", "flores")
 
@@ -115,9 +115,7 @@ def _rescore(args: argparse.Namespace) -> dict[str, tuple[list[dict], list[str]]
 
     systems = {}
     examples = _load_data(args) if args.data or args.format == "massive-hf" else None
-    for name, path in args.predictions:
-        if name in systems:
-            raise ConfigError(f"system {name!r} is given twice")
+    for name, path in named_paths(args.predictions, "system", dots=True).items():
         if examples is None:
             systems[name] = load_predictions(path, args.task)
         else:
@@ -137,11 +135,7 @@ def _generate(args: argparse.Namespace) -> dict[str, tuple[list[dict], list[str]
     examples = _load_data(args)
     # Checked now, not after hours of generation.
     language_groups(list(dict.fromkeys(e["lang"] for e in examples)), args.supervised_langs, args.transfer_langs)
-    adapters = dict(args.adapter)
-    if len(adapters) != len(args.adapter):
-        raise ConfigError("two adapters share a name")
-    for name in adapters:
-        check_name(name, "adapter name", dots=False)  # a system name, and PEFT refuses '.' in adapter names
+    adapters = named_paths(args.adapter)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code).to(device)
@@ -168,7 +162,6 @@ def run(args: argparse.Namespace) -> int:
     """Run `midalign evaluate`; returns 0, or 2 after printing the error for bad data or configuration."""
     from midalign.evaluation.runner import (
         check_score_options,
-        check_system_name,
         prediction_rows,
         score_by_language,
         write_report,
@@ -186,9 +179,7 @@ def run(args: argparse.Namespace) -> int:
             except DataError as e:
                 raise DataError(f"cannot read the schema: {e.reason}", path=e.path, line=e.line, field=e.field) from e
         check_score_options(args.task, score_options.get("char_langs"), score_options.get("schema"), args.comet)
-        systems = _rescore(args) if args.predictions else _generate(args)
-        for name in systems:
-            check_system_name(name)
+        systems = _rescore(args) if args.predictions else _generate(args)  # names checked there
         scores = {
             name: score_by_language(args.task, ex, preds, **score_options) for name, (ex, preds) in systems.items()
         }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from midalign.data.batching import pad_batch
 from midalign.errors import ConfigError, DataError
+from midalign.modeling import adapter_systems as adapter_systems  # the one adapter loop, re-exported here
 
 
 def use_chat_template(tokenizer, chat_template: bool | None) -> bool:
@@ -111,10 +112,10 @@ def generate(
         with tqdm(total=len(encoded), desc=desc, disable=not progress, unit="ex") as bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                width = max(len(encoded[i]) for i in batch)
                 # Left padding: every prompt ends at the same column, so new tokens start at `width`.
-                input_ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch])
-                attention_mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
+                input_ids = pad_batch([encoded[i] for i in batch], pad_id, side="left")  # [B, width]
+                attention_mask = pad_batch([[1] * len(encoded[i]) for i in batch], 0, side="left")
+                width = input_ids.shape[1]
                 generated = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention_mask.to(device),
@@ -131,40 +132,3 @@ def generate(
     finally:
         model.train(was_training)
     return outputs
-
-
-def adapter_systems(
-    model, adapters: Mapping[str, str | os.PathLike], *, include_base: bool = False
-) -> Iterator[tuple[str, object]]:
-    """Yield `(name, model)` for the bare base (if asked) and then each adapter, loading the base once.
-
-    The base comes first, before any adapter wraps it. The first adapter wraps the base in a
-    `PeftModel` (`midalign.modeling.load_adapter`, which refuses adapters made for another model);
-    later ones are added with `PeftModel.load_adapter` and switched to with `set_adapter`, so exactly
-    one adapter is active for each yielded system. Use each yielded model before asking for the next.
-
-    Args:
-        model: the base causal LM.
-        adapters: system name -> PEFT adapter folder, in evaluation order.
-        include_base: also yield `("base", model)` first.
-
-    Raises:
-        ConfigError: an adapter is named "base" while the base is included, or a folder is not a
-            PEFT adapter (or does not fit the base model).
-    """
-
-    from midalign.modeling import check_adapter_matches, load_adapter, read_adapter_config
-
-    if include_base and "base" in adapters:
-        raise ConfigError("an adapter is named 'base', which names the bare base model; rename it")
-    if include_base:
-        yield "base", model
-    peft_model = None
-    for name, path in adapters.items():
-        if peft_model is None:
-            peft_model = load_adapter(model, path, adapter_name=name)
-        else:
-            check_adapter_matches(peft_model, read_adapter_config(path), str(path))
-            peft_model.load_adapter(str(path), adapter_name=name)
-        peft_model.set_adapter(name)
-        yield name, peft_model
