@@ -1,4 +1,4 @@
-"""The middle-layer alignment objective (Liu & Niehues 2025; docs/method.md in the project's shared notes).
+"""The middle-layer alignment objective (Liu & Niehues 2025; docs/method.md, section 2).
 
 `h(x)` is the masked mean of the states after decoder block `layer`; `logits[i, j] = cos(h(s_i), h(t_j)) / tau`;
 the loss is `mean_i CE(logits[i, :], i)` with the source sentences as queries and in-batch negatives.
