@@ -316,3 +316,14 @@ def test_known_failures_are_one_line_with_their_exit_code(tmp_path, capsys, monk
     code = main(["--debug", "train", "--model_name_or_path", str(tmp_path / "no" / "model"), *common])
     assert code == 2 and "Traceback" in capsys.readouterr().err
     monkeypatch.delenv("MIDALIGN_DEBUG", raising=False)
+
+
+def test_overwrite_output_dir_replaces_an_earlier_run_and_only_when_asked(data, tokenizer):
+    first = config(data, max_steps=2, save_strategy="steps", save_steps=1)
+    train(first, model=make_model(), tokenizer=tokenizer)
+    assert (Path(first.output_dir) / "checkpoint-2").is_dir()
+    with pytest.raises(ConfigError, match=r"already holds checkpoint-2; pass --resume .* --overwrite_output_dir"):
+        train(config(data, max_steps=1), model=make_model(), tokenizer=tokenizer)
+    again = train(config(data, max_steps=1, overwrite_output_dir=True), model=make_model(), tokenizer=tokenizer)
+    assert again.state.global_step == 1
+    assert not any(Path(first.output_dir).glob("checkpoint-*"))  # the earlier run's checkpoints are gone

@@ -158,9 +158,10 @@ def check_resume_settings(current: dict, recorded_file: Path) -> None:
 def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrainer:
     """Train as configured and save the adapter (or full model), the tokenizer and the resolved config.
 
-    A folder that already holds checkpoints or a finished run is continued only with `config.resume`; without
-    it the run is refused, so old and new results never mix. Resuming starts from the newest complete
-    checkpoint; a checkpoint whose save was interrupted is renamed `checkpoint-N.incomplete`.
+    A folder that already holds checkpoints or a finished run is continued only with `config.resume`, or
+    replaced with `config.overwrite_output_dir`; otherwise the run is refused, so old and new results never mix.
+    Resuming starts from the newest complete checkpoint; a checkpoint whose save was interrupted is renamed
+    `checkpoint-N.incomplete`. The folder is locked for the run and checked writable before anything loads.
     """
     output_dir = Path(config.output_dir)
     # One process per run takes the lock (under torchrun every rank calls train(); rank 0 speaks for the run).
@@ -169,10 +170,11 @@ def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrai
         checkpoint = last_checkpoint(output_dir)
         started = bool(checkpoints(output_dir)) or (output_dir / CONFIG_FILE).is_file()
         if started and config.overwrite_output_dir and not config.resume:
-            logger.warning("midalign: replacing the earlier run in %s (--overwrite_output_dir)", output_dir)
-            for path in checkpoints(output_dir):
-                shutil.rmtree(path)
-            (output_dir / CONFIG_FILE).unlink(missing_ok=True)
+            if main_process:  # the other ranks see the same folder
+                logger.warning("midalign: replacing the earlier run in %s (--overwrite_output_dir)", output_dir)
+                for path in checkpoints(output_dir):
+                    shutil.rmtree(path)
+                (output_dir / CONFIG_FILE).unlink(missing_ok=True)
             checkpoint = None
         elif started and not config.resume:
             what = Path(checkpoint).name if checkpoint else "the output of an earlier run"
