@@ -1,0 +1,108 @@
+"""The demo's `report.md`: what ran, the results in percent, sentences computed from them, the per-language
+tables and charts, the retrieval per layer, and the seconds of each stage."""
+
+from __future__ import annotations
+
+import math
+
+METRICS = ("slot_f1", "slot_type_f1", "intent_acc")
+LABELS = {"slot_f1": "slot F1", "slot_type_f1": "slot-type F1", "intent_acc": "intent accuracy"}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def _verdict(results: dict) -> list[str]:
+    """What the numbers of this run say, in sentences computed from them (no claim is written by hand)."""
+    avg = {name: results["systems"][name]["averages"] for name in results["systems"]}
+    layer = results["align_layer_index"]
+    retrieval = {name: 100 * curve["margin"][layer] for name, curve in results["retrieval"].items()}
+    lines = []
+    for name in ("mid-align", "merged"):
+        if name not in avg:
+            continue
+        gains = {m: avg[name]["transfer"][m] - avg["baseline"]["transfer"][m] for m in METRICS}
+        kept = avg[name]["supervised"]["slot_f1"] - avg["baseline"]["supervised"]["slot_f1"]
+        lines.append(
+            f"- **{name} vs baseline**: transfer "
+            + ", ".join(f"{LABELS[m]} {gains[m]:+.1f}" for m in METRICS)
+            + f"; supervised slot F1 {kept:+.1f}."
+        )
+    lines.append(
+        f"- **Retrieval at block {layer}** (ratio margin, held-out multi-way set): "
+        + ", ".join(f"{name} {value:.1f}%" for name, value in retrieval.items())
+        + "."
+    )
+    lines.append(
+        "- One fine-tuning seed of a small model: differences of a few points are within seed noise. "
+        "`docs/demo.md` and `benchmarks/RESULTS.md` in the midalign repository give the multi-seed picture."
+    )
+    return lines
+
+
+def report(results: dict, tables: dict, tag: str = "") -> str:
+    """`report.md`: what ran, the results, the plots and what they show, and how long each stage took."""
+    systems = list(results["systems"])
+    languages = results["languages"]
+    supervised = results["supervised"]
+    base = results["base_model"]
+    layer = results["align_layer_index"]
+    cfg = results["config"]
+    lines = [
+        "# midalign demo: middle-layer alignment on a synthetic multilingual world",
+        "",
+        f"**What ran.** Preset `{cfg['preset']}`, fine-tuning seed {cfg['seed']}, one CPU thread. A synthetic world of "
+        f"{len(languages)} languages ({', '.join(languages)}); a tiny Llama ({base['num_layers']} blocks, hidden "
+        f"{base['hidden_size']}, {base['parameters'] / 1e6:.1f}M parameters) pretrained from scratch on "
+        f"{base['corpus_tokens'] / 1e6:.2f}M tokens; then LoRA fine-tuning on slot filling in "
+        f"{', '.join(supervised)} only: `baseline` (task loss), `mid-align` (task loss alternating with the "
+        f"alignment loss at block {layer} of {base['num_layers']}) and `merged` (the baseline plus an "
+        f"alignment-only adapter at weight {cfg['demo']['merge_weight']}). Every language is tested zero-shot "
+        f"({results['test_per_language']} commands each, greedy decoding). All scores are percentages.",
+        "",
+        "## Results",
+        "",
+        "| system | "
+        + " | ".join(f"{g} {LABELS[m]}" for g in ("supervised", "transfer") for m in METRICS)
+        + f" | retrieval at block {layer} |",
+        "|---|" + "---:|" * (2 * len(METRICS) + 1),
+    ]
+    for name in systems:
+        avg = results["systems"][name]["averages"]
+        cells = [_pct(avg[g][m]) for g in ("supervised", "transfer") for m in METRICS]
+        retrieval = 100 * results["retrieval"][name]["margin"][layer]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {retrieval:.1f} |")
+    lines += ["", "**What it shows.**", "", *_verdict(results), ""]
+    lines += [
+        "## Per language",
+        "",
+        f"![scores per language](transfer{tag}.png)",
+        "",
+        "Each panel: one group of bars per language, then the supervised and transfer averages.",
+        "",
+    ]
+    for metric in METRICS:
+        lines += [f"**{LABELS[metric]}**", "", tables[metric].to_markdown(), ""]
+    names = list(results["retrieval"])
+    lines += [
+        "## Alignment per layer",
+        "",
+        f"![retrieval per layer](retrieval{tag}.png)",
+        "",
+        "Ratio-margin retrieval over every direction of the held-out multi-way set, in %: how often a sentence's "
+        "translation is its nearest neighbour among all sentences of the other language. Layer 0 is the "
+        f"embeddings; the shaded band marks block {layer}, the one mid-align aligns.",
+        "",
+        "| layer | " + " | ".join(names) + " |",
+        "|---:|" + "---:|" * len(names),
+    ]
+    for index in range(len(results["retrieval"][names[0]]["margin"])):
+        cells = " | ".join(f"{100 * results['retrieval'][n]['margin'][index]:.1f}" for n in names)
+        lines.append(f"| {index} | {cells} |")
+    lines += ["", "## Stage times", "", "| stage | seconds | |", "|---|---:|---|"]
+    for stage, t in results["seconds"].items():
+        lines.append(f"| {stage} | {t['seconds']:.0f} | {'reused from an earlier run' if t['reused'] else ''} |")
+    total = sum(t["seconds"] for t in results["seconds"].values())
+    lines += ["", f"The run that made these outputs took {total / 60:.1f} minutes on one thread.", ""]
+    return "\n".join(lines)
