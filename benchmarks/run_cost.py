@@ -31,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny_llama import tiny_llama
 from transformers.utils import logging as hf_logging
 
 from midalign.data.batching import is_align_batch
@@ -40,21 +40,9 @@ from midalign.synthetic.world import WorldConfig, WorldPaths, build_world
 from midalign.train import MidAlignConfig, build_trainer
 
 
-def build_model(vocab: int, hidden: int, blocks: int, tokenizer) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=blocks,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return LlamaForCausalLM(cfg)
+def build_model(vocab: int, hidden: int, blocks: int, tokenizer):
+    ids = {f"{k}_token_id": getattr(tokenizer, f"{k}_token_id") for k in ("pad", "bos", "eos")}
+    return tiny_llama(vocab, hidden, blocks, max_positions=512, **ids)
 
 
 def one_run(mode: str, vocab: int, paths: WorldPaths, tokenizer, out: Path, args) -> dict[str, float]:

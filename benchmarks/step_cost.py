@@ -25,8 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
+from tiny_llama import tiny_llama
 from torch.profiler import ProfilerActivity, profile
-from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.utils import add_fused_lm_head
 
 from midalign import distributed
@@ -38,17 +38,7 @@ VOCABS = [2000, 32000, 128256, 151936]
 
 
 def build(vocab: int, hidden: int, blocks: int, seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=blocks,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-    )
-    base = LlamaForCausalLM(cfg)
+    base = tiny_llama(vocab, hidden, blocks, seed=seed)
     # The trainer's task step: TRL's SFTTrainer patches the forward so that `fused_lm_head=True` returns per-token
     # log-probabilities computed in vocabulary chunks, without the [B, T, V] logits (other calls are unchanged).
     add_fused_lm_head(base, outputs=("log_probs", "entropy", "is_top1"))
