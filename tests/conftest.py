@@ -103,7 +103,9 @@ def make_tokenizer():
     return fast
 
 
-def make_model(arch: str = "llama", *, vocab_size: int = 128, layers: int = 4, hidden: int = 32, seed: int = 0):
+def make_model(
+    arch: str = "llama", *, vocab_size: int = 128, layers: int = 4, hidden: int = 32, seed: int = 0, **overrides
+):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
@@ -120,10 +122,15 @@ def make_model(arch: str = "llama", *, vocab_size: int = 128, layers: int = 4, h
         eos_token_id=2,
         tie_word_embeddings=False,
     )
+    common.update(overrides)
     if arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
     elif arch == "qwen2":
         model = Qwen2ForCausalLM(Qwen2Config(**common))
+    elif arch == "gemma2":
+        from transformers import Gemma2Config, Gemma2ForCausalLM
+
+        model = Gemma2ForCausalLM(Gemma2Config(**common))
     elif arch == "phi3":  # fused projections: qkv_proj, gate_up_proj
         from transformers import Phi3Config, Phi3ForCausalLM
 

@@ -185,25 +185,7 @@ def test_hidden_states_at_with_lora_and_gradient_checkpointing(tokenizer):
 
 def gemma2_tied():
     """Tiny Gemma 2: tied input/output embeddings, final-logit soft-capping, embeddings scaled by sqrt(H)."""
-    from transformers import Gemma2Config, Gemma2ForCausalLM
-
-    torch.manual_seed(0)
-    cfg = Gemma2Config(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=True,
-        final_logit_softcapping=30.0,
-    )
-    return Gemma2ForCausalLM(cfg).eval()
+    return make_model("gemma2", head_dim=8, tie_word_embeddings=True, final_logit_softcapping=30.0)
 
 
 def lora_checkpointed():
