@@ -15,8 +15,9 @@ from midalign.data.readers import read_multiway, read_parallel, read_task_exampl
 from midalign.errors import ConfigError
 from midalign.evaluation.loaders import load_jsonl, load_massive_jsonl
 from midalign.evaluation.slots import parse_annot_utt, parse_slot_output
+from midalign.synthetic.languages import SOUND_CHANGES, Language, cognate
 from midalign.synthetic.pretrain import PretrainConfig, is_finished, pretrain
-from midalign.synthetic.probe import copy_rates, heldout_loss, retrieval_by_layer
+from midalign.synthetic.probe import alignment_by_layer, copy_rates, heldout_loss, retrieval_by_layer
 from midalign.synthetic.world import (
     INTENTS,
     LANGUAGE_TABLE,
@@ -27,6 +28,7 @@ from midalign.synthetic.world import (
     World,
     WorldConfig,
     build_world,
+    corpus_lines,
     transliterate,
 )
 
@@ -83,8 +85,7 @@ def test_every_language_is_written_in_its_script(world_dir):
     for spec in LANGUAGE_TABLE[: config.n_languages]:
         letters = {unicodedata.name(ch).split()[0] for ch in text[spec.code] if ch != " "}
         assert letters == {UNICODE_SCRIPT[spec.script]}, spec.code
-    scripts = {spec.script for spec in LANGUAGE_TABLE[: config.n_languages]}
-    assert scripts == set(UNICODE_SCRIPT)
+    assert {spec.script for spec in LANGUAGE_TABLE} == set(UNICODE_SCRIPT)  # the table uses every script
 
 
 def test_slots_are_verbatim_and_both_formats_agree(world_dir):
@@ -160,6 +161,9 @@ def test_tiny_pretraining_writes_a_loadable_model_and_is_cached(world_dir, tmp_p
     retrieval = retrieval_by_layer(model, tokenizer, multiway)
     assert set(retrieval["raw"]) == {"xa", "xd"} and len(retrieval["centred"]["xd"]) == 3
     assert heldout_loss(model, tokenizer, multiway["xd"]) > 0
+    alignment = alignment_by_layer(model, tokenizer, multiway)
+    assert len(alignment["margin"]) == 3 and set(alignment["to_pivot"]) == {"xa", "xd"}
+    assert all(0 <= v <= 100 for curve in alignment["per_language"].values() for v in curve)
     rates = copy_rates(model, tokenizer, World(3, seed=0), n=2)
     assert set(rates) == {"en", "xa", "xb"} and set(rates["xb"]) == {"list", "sentence"}
 
@@ -183,3 +187,68 @@ def test_everyday_clauses_share_the_commands_vocabulary():
         "alarm",
         "ticket",
     }
+
+
+def _trigrams(text: str) -> set[str]:
+    padded = f" {text} "
+    return {padded[i : i + 3] for i in range(len(padded) - 2)}
+
+
+def _shared_subwords(world: World, code: str) -> float:
+    """Mean share of the English word's character trigrams that the language's word for the concept also has."""
+    from midalign.synthetic.words import CONCEPTS
+
+    english, language = world.pivot, world.languages[code]
+    shares = [len(_trigrams(english.word(c)) & _trigrams(language.word(c))) / len(_trigrams(english.word(c)))
+              for c in CONCEPTS]  # fmt: skip
+    return sum(shares) / len(shares)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_families_share_subwords_with_english_by_distance(seed):
+    world = World(10, seed=seed)
+    share = {code: _shared_subwords(world, code) for code in world.languages if code != PIVOT}
+    by_family: dict[str, list[float]] = {}
+    for code, value in share.items():
+        spec = world.languages[code].spec
+        if spec.script != "latin":  # another script shares no subword, whatever the family (xi: a cognate language)
+            assert value == 0, code
+        else:
+            by_family.setdefault(spec.family, []).append(value)
+    assert min(by_family["close"]) > 0.5  # a close relative shares most subwords with English
+    assert 0.1 < min(by_family["middle"]) <= max(by_family["middle"]) < min(by_family["close"])
+    assert "distant" not in by_family  # every distant language has its own script
+    # The cognates are regular: the same sound changes turn the same English word into the same word.
+    assert cognate("teacher", SOUND_CHANGES[:4]) == cognate("teacher", SOUND_CHANGES[:4])
+    assert cognate("living_room", ((r"v", "f"),)) == "lifing room"
+
+
+def test_resource_level_is_independent_of_distance():
+    families: dict[str, list[float]] = {}
+    for spec in LANGUAGE_TABLE[: WorldConfig().n_languages]:
+        families.setdefault(spec.family, []).append(spec.resource)
+    assert set(families) == {"pivot", "close", "middle", "distant"}
+    for family in ("close", "middle", "distant"):  # each family has a well- and a poorly-resourced member
+        assert max(families[family]) >= 1.5 and min(families[family]) <= 0.4, family
+
+
+def test_lexicons_are_one_to_one_and_cognate_languages_keep_latin_inflection():
+    for spec in LANGUAGE_TABLE:
+        language = Language(spec, seed=0)
+        if spec.code == PIVOT:
+            continue
+        assert len(set(language.lexicon.values())) == len(language.lexicon), spec.code  # no two concepts share a word
+        if spec.family != "distant":
+            assert language.noun("living_room", True).endswith(language.spell(language.plural_suffix))
+            assert language.verb("turn_off", True, False).split()[0].endswith(language.spell(language.past_suffix))
+
+
+def test_translated_documents_hold_the_same_sentences_on_both_sides():
+    config = WorldConfig.preset("ci", parallel_share=0.5, copy_share=0.1, switch_share=0.1, **SMALL)
+    world = World(config.n_languages, config.seed, config.everyday_share)
+    lines = [line for line in corpus_lines(world, config, set(), random.Random(0)) if " | " in line]
+    assert len(lines) > 100
+    sizes = [[len(side.split(" . ")) for side in line.split(" | ")] for line in lines]
+    assert all(a == b for a, b in sizes) and {a for a, _ in sizes} == {1, 2, 3}
+    english = set(" | ".join(lines).split())
+    assert {"the", "in"} <= english  # one side of each document is English

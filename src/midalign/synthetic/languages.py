@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,11 +13,19 @@ from midalign.synthetic.words import CONCEPTS, RELATIONS
 PIVOT = "en"
 
 
+Family = Literal["pivot", "close", "middle", "distant"]
+
+
 @dataclass(frozen=True)
 class LanguageSpec:
-    """The typology of one language: how meanings are ordered and written, and how much text it has."""
+    """The typology of one language: how meanings are ordered and written, and how much text it has.
+
+    `family` says how far the language is from English, `resource` how much text it has: the two are independent
+    axes of `LANGUAGE_TABLE`, so that their effects can be read apart.
+    """
 
     code: str
+    family: Family
     script: Script
     word_order: Literal["SVO", "SOV", "VSO"]
     adjective_first: bool  # "big dog" rather than "dog big"
@@ -24,21 +33,84 @@ class LanguageSpec:
     article: Literal["before", "after", "none"]  # a definite article word before or after its noun phrase
     resource: float  # relative share of the pretraining corpus
 
+    @property
+    def cognates(self) -> float:
+        """The share of concepts whose word descends from the English word (by `SOUND_CHANGES`)."""
+        return {"pivot": 1.0, "close": 1.0, "middle": 0.5, "distant": 0.0}[self.family]
 
-# Languages are taken from the top of this table; resource levels fall from high to low down the table, and
-# the orders, scripts and articles are mixed so that several non-Latin languages differ from English in order.
+    @property
+    def sound_changes(self) -> int:
+        """How many of `SOUND_CHANGES` turn an English word into its cognate: few for close relatives."""
+        return {"pivot": 0, "close": 6, "middle": 10, "distant": 0}[self.family]
+
+
+# English first. Each family has a well- and a poorly-resourced member, so that distance and resource level can be
+# read apart; families are interleaved so that any prefix of the table (`n_languages`) mixes them.
+# - close relatives (like Dutch or Frisian to English): Latin script, English order, every word a cognate made
+#   by a few regular sound changes, so most subwords are shared;
+# - middle-distance (like Romance or Slavic languages): Latin script, half the words cognates made by more
+#   changes, the rest their own, other morphology and other adjective, article or verb order;
+# - distant (like Korean, Hindi, Greek): own script, own lexicon, other order.
 LANGUAGE_TABLE: tuple[LanguageSpec, ...] = (
-    LanguageSpec("en", "latin", "SVO", True, True, "before", 3.0),
-    LanguageSpec("xa", "latin", "SVO", False, True, "before", 2.0),
-    LanguageSpec("xb", "cyrillic", "SVO", True, True, "none", 1.6),
-    LanguageSpec("xc", "greek", "VSO", False, True, "before", 1.3),
-    LanguageSpec("xd", "hangul", "SOV", True, False, "none", 1.0),
-    LanguageSpec("xe", "devanagari", "SOV", True, False, "after", 0.8),
-    LanguageSpec("xf", "latin", "SOV", True, False, "none", 0.5),
-    LanguageSpec("xg", "cyrillic", "VSO", False, True, "after", 0.3),
-    LanguageSpec("xh", "greek", "SVO", False, False, "none", 0.25),
-    LanguageSpec("xi", "hangul", "SOV", False, False, "after", 0.2),
+    LanguageSpec("en", "pivot", "latin", "SVO", True, True, "before", 3.0),
+    LanguageSpec("xa", "close", "latin", "SVO", True, True, "before", 1.5),
+    LanguageSpec("xb", "middle", "latin", "SVO", False, True, "after", 1.5),
+    LanguageSpec("xc", "distant", "hangul", "SOV", True, False, "none", 1.5),
+    LanguageSpec("xd", "close", "latin", "SVO", True, True, "none", 0.4),
+    LanguageSpec("xe", "middle", "latin", "SOV", True, False, "none", 0.4),
+    LanguageSpec("xf", "distant", "devanagari", "SOV", False, False, "after", 0.4),
+    LanguageSpec("xg", "distant", "greek", "VSO", False, True, "before", 0.8),
+    LanguageSpec("xh", "close", "latin", "SVO", True, True, "before", 0.8),
+    LanguageSpec("xi", "middle", "cyrillic", "VSO", False, True, "none", 0.8),
 )
+
+# Regular sound changes, as between related languages (English "ship", Dutch "schip"; "think", "denken"). A
+# language applies a seeded subset of them, always in this order (digraphs before their letters), to each English
+# word: six for a close relative, ten for a middle-distance language.
+SOUND_CHANGES: tuple[tuple[str, str], ...] = (
+    (r"th", "d"),
+    (r"sh", "sch"),
+    (r"ch", "k"),
+    (r"ck", "k"),
+    (r"ph", "f"),
+    (r"qu", "kw"),
+    (r"c(?=[eiy])", "s"),
+    (r"c", "k"),
+    (r"w", "v"),
+    (r"ee", "ie"),
+    (r"oo", "u"),
+    (r"ou", "au"),
+    (r"ea", "e"),
+    (r"y$", "ie"),
+    (r"x", "ks"),
+    (r"^s(?=[ptk])", "sch"),
+    (r"d$", "t"),
+    (r"g$", "ch"),
+    (r"o(?=[^aeiou]$)", "u"),
+    (r"i(?=[^aeiou]e?$)", "ei"),
+    (r"a(?=[^aeiou]$)", "aa"),
+    (r"^t", "z"),
+    (r"e$", "a"),
+    (r"([^aeiouy])$", r"\1e"),
+)
+# Inflections of the cognate languages: Latin-script suffixes, as in Germanic and Romance languages.
+_PLURALS = ("en", "er", "es", "a", "i")
+_PASTS = ("de", "te", "et", "ta", "iv")
+
+
+def cognate(english: str, changes: tuple[tuple[str, str], ...]) -> str:
+    """The word that descends from `english` (a concept, "_" between words) by `changes`, applied word by word.
+
+    Example:
+        >>> cognate("teacher", ((r"ch", "k"), (r"^t", "z")))
+        'zeaker'
+    """
+    words = []
+    for word in english.split("_"):
+        for pattern, replacement in changes:
+            word = re.sub(pattern, replacement, word)
+        words.append(word)
+    return " ".join(words)
 
 
 def _english_suffix(word: str, es: str, ies: str, default: str) -> str:
@@ -50,6 +122,22 @@ def _english_suffix(word: str, es: str, ies: str, default: str) -> str:
     if word.endswith("e") and default == "ed":
         return word + "d"
     return word + default
+
+
+def _unused(word: str, taken: set[str]) -> str:
+    # Two English words can change into the same cognate ("sea", "see"); a final vowel keeps them apart.
+    for ending in ("", "e", "a", "o", "i", "u", "en", "er"):
+        if word + ending not in taken:
+            return word + ending
+    raise RuntimeError(f"no unused form of the cognate {word!r}")
+
+
+def _inflect(word: str, suffix: str, *, last: bool) -> str:
+    # A multi-word phrase takes the suffix on its head: the last word of a noun, the first of a verb ("turn off").
+    words = word.split(" ")
+    index = -1 if last else 0
+    words[index] += suffix
+    return " ".join(words)
 
 
 class Language:
@@ -71,21 +159,33 @@ class Language:
             vowels="".join(sorted(rng.sample(VOWELS, rng.choice((4, 5))), key=VOWELS.index)),
             coda_prob=rng.uniform(0.0, 0.3),
         )
+        changes = tuple(SOUND_CHANGES[i] for i in sorted(rng.sample(range(len(SOUND_CHANGES)), spec.sound_changes)))
         taken: set[str] = set()
-        for concept in (*CONCEPTS, "<plural>", "<past>", "<article>"):
-            # A grammatical affix or a function word is one syllable; content words are one to three.
-            short = concept.startswith("<") or concept in RELATIONS
-            for _ in range(1000):
-                word = phonology.word(rng, 1 if short else rng.choices((1, 2, 3), weights=(2, 5, 3))[0])
-                if word not in taken:
-                    break
-            else:  # bounded on purpose: an exhausted sound inventory must fail loudly, not loop
-                raise RuntimeError(f"language {spec.code}: no unused word left for {concept!r}")
+        for concept in CONCEPTS:
+            if spec.cognates and rng.random() < spec.cognates:
+                word = _unused(cognate(concept, changes), taken)
+            else:
+                # A function word is one syllable; content words are one to three.
+                word = self._own_word(phonology, rng, taken, 1 if concept in RELATIONS else None)
             taken.add(word)
             self.lexicon[concept] = word
-        self.plural_suffix = self.lexicon.pop("<plural>")
-        self.past_suffix = self.lexicon.pop("<past>")
-        self.article_word = self.lexicon.pop("<article>")
+        if spec.cognates:  # Latin-script suffixes and (close relatives) the cognate of "the"
+            self.plural_suffix, self.past_suffix = rng.choice(_PLURALS), rng.choice(_PASTS)
+            article = cognate("the", changes) if spec.family == "close" else phonology.word(rng, 1)
+            self.article_word = _unused(article, taken)
+        else:
+            self.plural_suffix, self.past_suffix, self.article_word = (
+                self._own_word(phonology, rng, taken, 1) for _ in range(3)
+            )
+
+    def _own_word(self, phonology: Phonology, rng: random.Random, taken: set[str], syllables: int | None) -> str:
+        for _ in range(1000):
+            word = phonology.word(rng, syllables or rng.choices((1, 2, 3), weights=(2, 5, 3))[0])
+            if word not in taken:
+                taken.add(word)
+                return word
+        # bounded on purpose: an exhausted sound inventory must fail loudly, not loop
+        raise RuntimeError(f"language {self.code}: no unused word left")
 
     def spell(self, roman: str) -> str:
         """Write romanised text in this language's script."""
@@ -101,7 +201,7 @@ class Language:
         """A noun in the singular or plural."""
         if self.code == PIVOT:
             return (_english_suffix(concept, "es", "ies", "s") if plural else concept).replace("_", " ")
-        return self.spell(self.lexicon[concept] + (self.plural_suffix if plural else ""))
+        return self.spell(_inflect(self.lexicon[concept], self.plural_suffix if plural else "", last=True))
 
     def verb(self, concept: str, past: bool, plural_subject: bool) -> str:
         """A finite verb; only English agrees with its subject (present tense, third person)."""
@@ -112,7 +212,7 @@ class Language:
             elif not plural_subject:
                 head = _english_suffix(head, "es", "ies", "s")
             return f"{head} {rest.replace('_', ' ')}" if rest else head
-        return self.spell(self.lexicon[concept] + (self.past_suffix if past else ""))
+        return self.spell(_inflect(self.lexicon[concept], self.past_suffix if past else "", last=False))
 
     def article(self) -> str | None:
         """The definite article, or None when the language has none."""

@@ -38,7 +38,7 @@ class PretrainConfig:
 
     vocab_size: int = 3000
     hidden_size: int = 128
-    num_layers: int = 8
+    num_layers: int = 12
     num_heads: int = 4
     intermediate_size: int = 256
     seq_len: int = 128
@@ -47,12 +47,13 @@ class PretrainConfig:
     lr: float = 3e-3
     warmup_steps: int = 30
     weight_decay: float = 0.1
+    bf16: bool = False  # bf16 autocast of the forward (weights and optimizer stay fp32)
     seed: int = 0
 
     @classmethod
     def preset(cls, name: Literal["ci", "default"], **overrides) -> PretrainConfig:
         """The `ci` or `default` configuration, with field overrides."""
-        presets = {"ci": dict(vocab_size=1500, steps=90), "default": {}}
+        presets = {"ci": dict(vocab_size=1500, steps=90, num_layers=8), "default": {}}
         if name not in presets:
             raise ConfigError(f"unknown pretraining preset {name!r}; choose one of {sorted(presets)}")
         return cls(**{**presets[name], **overrides})
@@ -175,7 +176,8 @@ def pretrain(corpus: str | Path, out_dir: str | Path, config: PretrainConfig, *,
             order, cursor = torch.randperm(len(blocks), generator=generator), 0
         batch = blocks[order[cursor : cursor + config.batch_size]]  # [B, T]
         cursor += config.batch_size
-        loss = model(input_ids=batch, labels=batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

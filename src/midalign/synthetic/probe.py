@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from midalign.analysis import pair_metrics, pooled_states
+from midalign.analysis import layer_metrics, pair_metrics, pooled_states
 from midalign.data.readers import read_multiway
 from midalign.synthetic.world import COPY_MARKER, PIVOT, SEPARATOR, Phonology, World, WorldPaths
 
@@ -101,6 +101,37 @@ def retrieval_by_layer(
     return result
 
 
+@torch.no_grad()
+def alignment_by_layer(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, multiway: dict[str, list[str]]
+) -> dict:
+    """The paper's measure of a base model: margin retrieval over every direction of the multi-way set, per layer.
+
+    Returns:
+        `{"margin": [average over all ordered pairs, per layer 0..L], "centred": [...],
+        "per_language": {lang: [margin average over the directions to and from lang, per layer]},
+        "to_pivot": {lang: [margin lang -> pivot, per layer]}}`, in percent.
+    """
+    states = {lang: pooled_states(model, tokenizer, sentences, batch_size=64) for lang, sentences in multiway.items()}
+    n_layers = next(iter(states.values())).shape[0]
+    result: dict = {
+        "margin": [],
+        "centred": [],
+        "per_language": {lang: [] for lang in states},
+        "to_pivot": {lang: [] for lang in states if lang != PIVOT},
+    }
+    for layer in range(n_layers):
+        pairs = layer_metrics({lang: s[layer] for lang, s in states.items()})
+        result["margin"].append(100 * sum(m["margin"] for m in pairs.values()) / len(pairs))
+        result["centred"].append(100 * sum(m["centred"] for m in pairs.values()) / len(pairs))
+        for lang in states:
+            mine = [m["margin"] for (a, b), m in pairs.items() if lang in (a, b)]
+            result["per_language"][lang].append(100 * sum(mine) / len(mine))
+            if lang != PIVOT:
+                result["to_pivot"][lang].append(100 * pairs[(lang, PIVOT)]["margin"])
+    return result
+
+
 def probe_base_model(model_dir: str | Path, paths: WorldPaths, n_copy: int = 40) -> dict:
     """Held-out loss per language, copy rates per language, and layer-wise retrieval, as one JSON-able dict."""
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -112,4 +143,5 @@ def probe_base_model(model_dir: str | Path, paths: WorldPaths, n_copy: int = 40)
         "heldout_loss": {lang: heldout_loss(model, tokenizer, s) for lang, s in multiway.items()},
         "copy": copy_rates(model, tokenizer, world, n_copy),
         "retrieval": retrieval_by_layer(model, tokenizer, multiway),
+        "alignment": alignment_by_layer(model, tokenizer, multiway),
     }

@@ -15,10 +15,11 @@ VOWELS = "aeiou"
 _SYLLABLE = re.compile(f"([{CONSONANTS}])([{VOWELS}])(n(?![{VOWELS}]))?")
 Script = Literal["latin", "cyrillic", "greek", "hangul", "devanagari"]
 SCRIPTS: tuple[Script, ...] = ("latin", "cyrillic", "greek", "hangul", "devanagari")
+# Letter by letter; the letters after the syllables' ones spell cognates of English words (`languages.cognate`).
 _LETTERS = {
-    "cyrillic": dict(zip(CONSONANTS + VOWELS, "пткбдгмнслрвзхаеиоу", strict=True)),
-    # Final-sigma never arises: a word ends in a vowel or "n".
-    "greek": dict(zip(CONSONANTS + VOWELS, "πτκβδγμνσλρφζχαειου", strict=True)),
+    "cyrillic": dict(zip(CONSONANTS + VOWELS + "cfjqwxy", "пткбдгмнслрвзхаеиоуцфйкввы", strict=True)),
+    # Final-sigma is not used: a syllable word ends in a vowel or "n".
+    "greek": dict(zip(CONSONANTS + VOWELS + "cfjqwxy", "πτκβδγμνσλρφζχαειουκφικβξυ", strict=True)),
 }
 _DEVANAGARI_CONSONANTS = dict(
     zip(CONSONANTS, ("प", "त", "क", "ब", "द", "ग", "म", "न", "स", "ल", "र", "व", "ज़", "ह"), strict=True)

@@ -240,8 +240,10 @@ def corpus_lines(world: World, config: WorldConfig, held_out: set[Clause], rng: 
             if kind == "switch":
                 lines.append(world.render_clause(clause, code, switch=lambda: rng.random() < config.switch_prob))
             elif kind == "parallel":
-                pair = [world.render_clause(clause, code), world.render_clause(clause, PIVOT)]
-                rng.shuffle(pair)  # both directions
+                # A translated document: one to three sentences and their translation, in either order.
+                clauses = [clause, *(_sample_new_clause(world, rng, held_out) for _ in range(rng.randint(0, 2)))]
+                pair = [" . ".join(world.render_clause(c, lang) for c in clauses) for lang in (code, PIVOT)]
+                rng.shuffle(pair)
                 lines.append(" | ".join(pair))
             else:
                 lines.append(world.render_clause(clause, code))

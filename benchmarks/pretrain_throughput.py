@@ -1,0 +1,110 @@
+"""Pretraining throughput of the synthetic world's base model on this CPU: what deeper models cost, and what
+threads, bf16 autocast, `torch.compile` and larger batches buy (issue #16: "use what makes CPU pretraining faster
+where you measure that it helps").
+
+Every variant trains the same tiny Llama shape as `midalign.synthetic.pretrain` (tied embeddings, 4 heads) on
+random tokens for `--steps` timed optimizer steps after `--warmup` untimed ones, in this one process, one after the
+other, so the ratios compare like with like. Prints tokens per second and the ratio to the first variant.
+
+    python benchmarks/pretrain_throughput.py --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def build(hidden: int, blocks: int, intermediate: int, vocab: int, seq_len: int) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=blocks,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=4 * seq_len,
+            tie_word_embeddings=True,
+        )
+    )
+
+
+def measure(variant: dict, args: argparse.Namespace) -> dict:
+    torch.set_num_threads(variant["threads"])
+    model = build(variant["hidden"], variant["blocks"], 2 * variant["hidden"], args.vocab, args.seq_len)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step_fn = model
+    compile_s = 0.0
+    if variant.get("compile"):
+        step_fn = torch.compile(model)
+    batch = torch.randint(4, args.vocab, (variant["batch"], args.seq_len))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if variant.get("bf16") else contextlib.nullcontext()
+
+    def step():
+        with autocast:
+            loss = step_fn(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    start = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    compile_s = time.perf_counter() - start if variant.get("compile") else 0.0
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    seconds = time.perf_counter() - start
+    return {
+        "tokens_per_s": args.steps * variant["batch"] * args.seq_len / seconds,
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "warmup_s": compile_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--vocab", type=int, default=4000)
+    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--quick", action="store_true", help="only the first three variants (smoke test)")
+    args = parser.parse_args()
+    variants = [
+        dict(name="h128 x8 (the first world), 1 thread, fp32, batch 16", hidden=128, blocks=8, threads=1, batch=16),
+        dict(name="h128 x12, 1 thread, fp32, batch 16", hidden=128, blocks=12, threads=1, batch=16),
+        dict(name="h128 x12, 2 threads", hidden=128, blocks=12, threads=2, batch=16),
+        dict(name="h128 x12, 2 threads, batch 32", hidden=128, blocks=12, threads=2, batch=32),
+        dict(name="h128 x12, 1 thread, batch 32", hidden=128, blocks=12, threads=1, batch=32),
+        dict(name="h128 x12, 1 thread, bf16 autocast", hidden=128, blocks=12, threads=1, batch=16, bf16=True),
+        dict(name="h128 x12, 2 threads, bf16 autocast", hidden=128, blocks=12, threads=2, batch=16, bf16=True),
+        dict(name="h128 x12, 1 thread, torch.compile", hidden=128, blocks=12, threads=1, batch=16, compile=True),
+        dict(name="h128 x12, 2 threads, torch.compile", hidden=128, blocks=12, threads=2, batch=16, compile=True),
+        dict(name="h192 x12, 2 threads", hidden=192, blocks=12, threads=2, batch=16),
+        dict(name="h96 x16, 2 threads", hidden=96, blocks=16, threads=2, batch=16),
+    ]
+    if args.quick:
+        variants = variants[:3]
+    print(f"torch {torch.__version__}; seq_len {args.seq_len}; vocab {args.vocab}; {args.steps} timed steps")
+    print("| variant | parameters (M) | tokens/s | ratio to the first | warm-up s (compile) |")
+    print("|---|---|---|---|---|")
+    first = None
+    for variant in variants:
+        result = measure(variant, args)
+        first = first or result["tokens_per_s"]
+        print(
+            f"| {variant['name']} | {result['params_m']:.2f} | {result['tokens_per_s']:.0f} | "
+            f"{result['tokens_per_s'] / first:.2f} | {result['warmup_s']:.1f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
