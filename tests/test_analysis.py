@@ -239,19 +239,22 @@ def test_bad_input(flores, tokenizer, tmp_path):
 
 def test_cli_writes_report_and_refuses_bad_adapters(flores, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "analysis"
-    assert main(["analyze", "--model", str(tiny_model_dir), "--data", str(flores), "--out", str(out)]) == 0
+    assert (
+        main(["analyze", "--model_name_or_path", str(tiny_model_dir), "--data", str(flores), "--output_dir", str(out)])
+        == 0
+    )
     assert (out / "report.md").is_file() and (out / "curve.png").is_file()
     assert "recommended layer" in capsys.readouterr().out
     code = main(
         [
             "analyze",
-            "--model",
+            "--model_name_or_path",
             str(tiny_model_dir),
             "--data",
             str(flores),
-            "--out",
+            "--output_dir",
             str(tmp_path / "x"),
-            "--adapter",
+            "--adapters",
             f"bad={tmp_path}",
         ]
     )
@@ -293,7 +296,12 @@ def test_the_cache_answers_only_for_the_same_weights_dtype_and_adapter(flores, t
     out = tmp_path / "out"
 
     def summary(*extra):
-        assert main(["analyze", "--model", str(base), "--data", str(flores), "--out", str(out), *extra]) == 0
+        assert (
+            main(
+                ["analyze", "--model_name_or_path", str(base), "--data", str(flores), "--output_dir", str(out), *extra]
+            )
+            == 0
+        )
         return json.loads((out / "summary.json").read_text())
 
     first = summary()
@@ -312,7 +320,7 @@ def test_the_cache_answers_only_for_the_same_weights_dtype_and_adapter(flores, t
         make_model("llama", seed=5), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)
     )
     lora.save_pretrained(adapter)
-    tuned = summary("--adapter", f"tuned={adapter}")
+    tuned = summary("--adapters", f"tuned={adapter}")
     weights = adapter / "adapter_model.safetensors"
     save_file({k: v * 2 for k, v in load_file(weights).items()}, weights)  # the adapter rewritten in place
-    assert summary("--adapter", f"tuned={adapter}")["systems"]["tuned"] != tuned["systems"]["tuned"]
+    assert summary("--adapters", f"tuned={adapter}")["systems"]["tuned"] != tuned["systems"]["tuned"]

@@ -56,7 +56,7 @@ def test_rerun_reuses_every_stage(demo, capsys, monkeypatch):
     work, _ = demo
     before = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
     monkeypatch.setattr(evaluation, "generate", _refuse)  # the predictions come from the cache
-    assert main(["demo", "--preset", "ci", "--workdir", str(work), "--smallest"]) == 0
+    assert main(["demo", "--preset", "ci", "--output_dir", str(work), "--smallest"]) == 0
     after = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
     assert before == after
     assert "transfer" in capsys.readouterr().out
@@ -92,7 +92,7 @@ def test_another_alignment_layer_reuses_the_baseline(demo, capsys):
     work, _ = demo
     baseline = work / "seed0" / "baseline" / "adapter_model.safetensors"
     stamp = baseline.stat().st_mtime_ns
-    assert main(["demo", "--preset", "ci", "--workdir", str(work), "--smallest", "--align_layer", "1.0"]) == 0
+    assert main(["demo", "--preset", "ci", "--output_dir", str(work), "--smallest", "--align_layer", "1.0"]) == 0
     assert baseline.stat().st_mtime_ns == stamp
     results = json.loads((work / "seed0" / "results@1.0.json").read_text())
     assert results["align_layer_index"] == 4  # the top of the 4 blocks

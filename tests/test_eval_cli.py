@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -11,7 +10,7 @@ import datasets
 import pytest
 from eval_fixtures import MASSIVE_ROWS, saved_model_dir, write_jsonl
 
-from midalign.evaluation.cli import add_parser
+from midalign.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOT = ROOT / "examples" / "eval" / "slot"
@@ -19,10 +18,7 @@ SYSTEMS = ("baseline", "mid-align", "merged")
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["evaluate", *map(str, argv)])
-    return args.func(args)
+    return main(["evaluate", *map(str, argv)])
 
 
 def scores_of(out: Path) -> dict:
@@ -31,9 +27,9 @@ def scores_of(out: Path) -> dict:
 
 def test_rescore_shipped_slot_predictions_then_rescore_the_written_files(tmp_path, capsys):
     out = tmp_path / "slot"
-    argv = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl", "--out", out]
-    argv += [x for s in SYSTEMS for x in ("--predictions", f"{s}={SLOT / s}.txt")]
-    assert run_cli([*argv, "--supervised-langs", "en-US"]) == 0
+    argv = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl", "--output_dir", out]
+    argv += ["--predictions", *(f"{s}={SLOT / s}.txt" for s in SYSTEMS)]
+    assert run_cli([*argv, "--supervised_languages", "en-US"]) == 0
     printed = capsys.readouterr().out
     assert "| avg transfer (4) | average | 32.9 | 92.2 | 77.6 |" in printed
     names = {p.name for p in out.iterdir()}
@@ -50,8 +46,8 @@ def test_rescore_shipped_slot_predictions_then_rescore_the_written_files(tmp_pat
     assert report["systems"]["baseline"]["zh-CN"]["slot_f1"] == pytest.approx(25.0)
 
     again = tmp_path / "again"
-    argv = ["--task", "slot", "--out", again, "--supervised-langs", "en-US"]
-    argv += [x for s in SYSTEMS for x in ("--predictions", f"{s}={out / f'predictions-{s}.jsonl'}")]
+    argv = ["--task", "slot", "--output_dir", again, "--supervised_languages", "en-US"]
+    argv += ["--predictions", *(f"{s}={out / f'predictions-{s}.jsonl'}" for s in SYSTEMS)]
     assert run_cli(argv) == 0
     assert scores_of(again) == report
 
@@ -73,10 +69,20 @@ def slot_data(tmp_path):
 
 def test_generate_with_base_and_two_adapters(tmp_path, models, slot_data):
     out = tmp_path / "gen"
-    argv = ["--task", "slot", "--data", slot_data, "--model", models / "base", "--include-base", "--out", out]
-    argv += ["--adapter", f"lora_a={models / 'lora_a'}", "--adapter", f"lora_b={models / 'lora_b'}"]
-    argv += ["--dtype", "float32", "--device", "cpu", "--max-new-tokens", "4", "--batch-size", "2", "--no-progress"]
-    assert run_cli([*argv, "--supervised-langs", "en"]) == 0
+    argv = [
+        "--task",
+        "slot",
+        "--data",
+        slot_data,
+        "--model_name_or_path",
+        models / "base",
+        "--include_base",
+        "--output_dir",
+        out,
+    ]
+    argv += ["--adapters", f"lora_a={models / 'lora_a'}", f"lora_b={models / 'lora_b'}"]
+    argv += ["--dtype", "float32", "--device", "cpu", "--max_new_tokens", "4", "--batch_size", "2", "--no_progress"]
+    assert run_cli([*argv, "--supervised_languages", "en"]) == 0
     report = scores_of(out)
     assert list(report["systems"]) == ["base", "lora_a", "lora_b"]
     assert report["tables"]["slot_f1"]["transfer"] == ["de"]
@@ -85,16 +91,30 @@ def test_generate_with_base_and_two_adapters(tmp_path, models, slot_data):
 
     again = tmp_path / "again"
     assert (
-        run_cli(["--task", "slot", "--predictions", f"lora_a={out / 'predictions-lora_a.jsonl'}", "--out", again]) == 0
+        run_cli(
+            ["--task", "slot", "--predictions", f"lora_a={out / 'predictions-lora_a.jsonl'}", "--output_dir", again]
+        )
+        == 0
     )
     assert scores_of(again)["systems"]["lora_a"] == report["systems"]["lora_a"]
 
 
 def test_generate_base_only_with_limit_and_system_prompt(tmp_path, models, slot_data):
     out = tmp_path / "gen"
-    argv = ["--task", "slot", "--data", slot_data, "--model", models / "base", "--out", out, "--limit", "1"]
-    argv += ["--system-prompt", "extract slots", "--dtype", "float32", "--device", "cpu", "--max-new-tokens", "2"]
-    assert run_cli([*argv, "--no-progress", "--chat-template", "off"]) == 0
+    argv = [
+        "--task",
+        "slot",
+        "--data",
+        slot_data,
+        "--model_name_or_path",
+        models / "base",
+        "--output_dir",
+        out,
+        "--limit",
+        "1",
+    ]
+    argv += ["--system_prompt", "extract slots", "--dtype", "float32", "--device", "cpu", "--max_new_tokens", "2"]
+    assert run_cli([*argv, "--no_progress", "--chat_template", "off"]) == 0
     rows = [json.loads(line) for line in (out / "predictions-base.jsonl").read_text().splitlines()]
     assert [(r["lang"], r["system_prompt"]) for r in rows] == [("en", "extract slots"), ("de", "extract slots")]
 
@@ -113,7 +133,7 @@ def test_mt_from_a_file_pattern_and_flores(tmp_path):
         "de-en",
         "en-zh",
     ]
-    assert run_cli([*argv, "--predictions", f"baseline={mt / 'baseline.txt'}", "--out", out]) == 0
+    assert run_cli([*argv, "--predictions", f"baseline={mt / 'baseline.txt'}", "--output_dir", out]) == 0
     report = scores_of(out)
     assert "tok:zh" in report["systems"]["baseline"]["en-zh"]["bleu_signature"]
     assert "tok:13a" in (out / "tables.md").read_text()
@@ -126,7 +146,14 @@ def test_mt_from_a_file_pattern_and_flores(tmp_path):
         (tmp_path / "flores" / "dev" / f"{code}.dev").write_text(text, encoding="utf-8")
     (tmp_path / "hyp.txt").write_text("Hello world, how are you today?\n", encoding="utf-8")
     argv = ["--task", "mt", "--format", "flores", "--data", tmp_path / "flores", "--split", "dev"]
-    argv += ["--pairs", "deu_Latn-eng_Latn", "--predictions", f"sys={tmp_path / 'hyp.txt'}", "--out", tmp_path / "fl"]
+    argv += [
+        "--pairs",
+        "deu_Latn-eng_Latn",
+        "--predictions",
+        f"sys={tmp_path / 'hyp.txt'}",
+        "--output_dir",
+        tmp_path / "fl",
+    ]
     assert run_cli(argv) == 0
     assert scores_of(tmp_path / "fl")["systems"]["sys"]["deu_Latn-eng_Latn"]["bleu"] == pytest.approx(100.0)
 
@@ -134,7 +161,7 @@ def test_mt_from_a_file_pattern_and_flores(tmp_path):
 def test_json_with_schema(tmp_path):
     js = ROOT / "examples" / "eval" / "json"
     argv = ["--task", "json", "--data", js / "ner.jsonl", "--schema", js / "schema.json"]
-    assert run_cli([*argv, "--predictions", f"baseline={js / 'baseline.txt'}", "--out", tmp_path]) == 0
+    assert run_cli([*argv, "--predictions", f"baseline={js / 'baseline.txt'}", "--output_dir", tmp_path]) == 0
     en = scores_of(tmp_path)["systems"]["baseline"]["en"]
     assert en["schema_valid"] == pytest.approx(200 / 3) and en["parse_rate"] == 100.0
 
@@ -159,21 +186,21 @@ def test_massive_hf_format(tmp_path, monkeypatch):
         "--predictions",
         f"x={tmp_path / 'p.txt'}",
     ]
-    assert run_cli([*argv, "--out", tmp_path / "out"]) == 0
+    assert run_cli([*argv, "--output_dir", tmp_path / "out"]) == 0
     assert scores_of(tmp_path / "out")["systems"]["x"]["de-DE"]["slot_precision"] == 100.0
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--predictions", "a={slot}/baseline.txt", "--supervised-langs", "xx"], r"unknown language\(s\) \['xx'\]"),
+        (["--predictions", "a={slot}/baseline.txt", "--supervised_languages", "xx"], r"unknown language\(s\) \['xx'\]"),
         (["--predictions", "a={short}"], r"short\.txt:20: 19 predictions but the data has 20 examples"),
         (["--predictions", "a={slot}/baseline.txt", "--schema", "{slot}/massive_mini.jsonl"], "cannot read the schema"),
         (["--predictions", "a={slot}/baseline.txt", "--schema", "{schema}"], "schema applies to the 'json' task"),
         (["--predictions", "a={slot}/baseline.txt", "--comet"], "comet applies to the 'mt' task"),
-        (["--predictions", "a={slot}/baseline.txt", "--predictions", "a={slot}/merged.txt"], "given twice"),
+        (["--predictions", "a={slot}/baseline.txt", "a={slot}/merged.txt"], "given twice"),
         (["--predictions", "a/b={slot}/baseline.txt"], "may only hold letters"),
-        (["--predictions", "a={slot}/baseline.txt", "--adapter", "x=y"], "--adapter needs --model"),
+        (["--predictions", "a={slot}/baseline.txt", "--adapters", "x=y"], "--adapters needs --model_name_or_path"),
         (["--predictions", "a={slot}/baseline.txt", "--locales", "xx-XX"], "unknown MASSIVE locale"),
     ],
 )
@@ -181,7 +208,16 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys, extra, message):
     short = tmp_path / "short.txt"
     short.write_text("".join((SLOT / "baseline.txt").read_text().splitlines(keepends=True)[:19]))
     places = {"slot": SLOT, "short": short, "schema": ROOT / "examples" / "eval" / "json" / "schema.json"}
-    argv = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl", "--out", tmp_path / "o"]
+    argv = [
+        "--task",
+        "slot",
+        "--format",
+        "massive",
+        "--data",
+        SLOT / "massive_mini.jsonl",
+        "--output_dir",
+        tmp_path / "o",
+    ]
     assert run_cli(argv + [x.format(**places) for x in extra]) == 2
     assert re.search(message, capsys.readouterr().err)
 
@@ -195,61 +231,69 @@ def test_errors_exit_2_with_a_message(tmp_path, capsys, extra, message):
         (["--task", "mt", "--format", "massive", "--data", "x"], "MASSIVE data is for --task slot"),
         (["--task", "slot", "--format", "flores", "--data", "x", "--pairs", "de-en"], "is for --task mt"),
         (["--task", "slot", "--data", "{data}", "--limit", "0"], "--limit must be at least 1"),
-        (["--task", "slot", "--data", "{data}", "--adapter", "a={models}/base"], "not a PEFT adapter folder"),
-        (["--task", "slot", "--data", "{data}", "--adapter", "a=x", "--adapter", "a=y"], "share a name"),
-        (["--task", "slot", "--data", "{data}", "--chat-template", "on"], "no chat template"),
+        (["--task", "slot", "--data", "{data}", "--adapters", "a={models}/base"], "not a PEFT adapter folder"),
+        (["--task", "slot", "--data", "{data}", "--adapters", "a=x", "a=y"], "share a name"),
+        (["--task", "slot", "--data", "{data}", "--chat_template", "on"], "no chat template"),
     ],
 )
 def test_generation_errors_exit_2(tmp_path, capsys, models, slot_data, argv, message):
     argv = [x.format(data=slot_data, models=models) for x in argv]
-    if "--model" not in argv and "--predictions" not in argv:
-        argv += ["--model", models / "base", "--dtype", "float32", "--device", "cpu", "--no-progress"]
-    assert run_cli([*argv, "--out", tmp_path / "o"]) == 2
+    if "--model_name_or_path" not in argv and "--predictions" not in argv:
+        argv += ["--model_name_or_path", models / "base", "--dtype", "float32", "--device", "cpu", "--no_progress"]
+    assert run_cli([*argv, "--output_dir", tmp_path / "o"]) == 2
     assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--supervised-langs", "xx"], "unknown language(s) ['xx']"),
+        (["--supervised_languages", "xx"], "unknown language(s) ['xx']"),
         (["--schema", str(ROOT / "examples" / "eval" / "json" / "schema.json")], "schema applies to the 'json' task"),
     ],
 )
 def test_bad_options_fail_before_the_model_is_loaded(tmp_path, capsys, slot_data, extra, message):
-    argv = ["--task", "slot", "--data", slot_data, "--model", tmp_path / "no-such-model", "--out", tmp_path / "o"]
+    argv = [
+        "--task",
+        "slot",
+        "--data",
+        slot_data,
+        "--model_name_or_path",
+        tmp_path / "no-such-model",
+        "--output_dir",
+        tmp_path / "o",
+    ]
     assert run_cli(argv + extra) == 2
     assert message in capsys.readouterr().err
 
 
-def test_named_paths_are_checked_by_argparse(capsys):
-    with pytest.raises(SystemExit):
-        run_cli(["--task", "slot", "--predictions", "no-equals-sign", "--out", "o"])
-    assert "expected NAME=PATH" in capsys.readouterr().err
+def test_named_paths_are_checked_when_parsed(capsys):
+    assert run_cli(["--task", "slot", "--predictions", "no-equals-sign", "--output_dir", "o"]) == 2
+    assert "--predictions: expected NAME=PATH, got 'no-equals-sign'" in capsys.readouterr().err
 
 
 def test_the_midalign_command_dispatches_here(tmp_path):
     from midalign.cli import main
 
     argv = ["evaluate", "--task", "slot", "--format", "massive", "--data", str(SLOT / "massive_mini.jsonl")]
-    assert main([*argv, "--predictions", f"b={SLOT / 'baseline.txt'}", "--out", str(tmp_path)]) == 0
+    assert main([*argv, "--predictions", f"b={SLOT / 'baseline.txt'}", "--output_dir", str(tmp_path)]) == 0
 
 
 def test_predictions_are_matched_to_the_data_by_identity_not_line(tmp_path, capsys):
     data = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl"]
     first = tmp_path / "first"
-    assert run_cli([*data, "--predictions", f"mid-align={SLOT / 'mid-align.txt'}", "--out", first]) == 0
+    assert run_cli([*data, "--predictions", f"mid-align={SLOT / 'mid-align.txt'}", "--output_dir", first]) == 0
     lines = (first / "predictions-mid-align.jsonl").read_text(encoding="utf-8").splitlines()
     shuffled = tmp_path / "shuffled.jsonl"
     shuffled.write_text("\n".join(reversed(lines)) + "\n", encoding="utf-8")
     again = tmp_path / "again"
-    assert run_cli([*data, "--predictions", f"mid-align={shuffled}", "--out", again]) == 0
+    assert run_cli([*data, "--predictions", f"mid-align={shuffled}", "--output_dir", again]) == 0
     assert scores_of(again)["systems"] == scores_of(first)["systems"]
 
     # Without ids the rows are matched by (lang, prompt).
     no_ids = tmp_path / "no-ids.jsonl"
     rows = [json.loads(line) for line in reversed(lines)]
     no_ids.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "id"}) + "\n" for r in rows), "utf-8")
-    assert run_cli([*data, "--predictions", f"mid-align={no_ids}", "--out", tmp_path / "no-ids"]) == 0
+    assert run_cli([*data, "--predictions", f"mid-align={no_ids}", "--output_dir", tmp_path / "no-ids"]) == 0
     assert scores_of(tmp_path / "no-ids")["systems"] == scores_of(first)["systems"]
 
     # A row that contradicts the example its id names, or names none, is refused with its line.
@@ -257,12 +301,12 @@ def test_predictions_are_matched_to_the_data_by_identity_not_line(tmp_path, caps
     contradicting[2]["prompt"] = "something else"
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in contradicting), "utf-8")
-    assert run_cli([*data, "--predictions", f"mid-align={bad}", "--out", tmp_path / "bad"]) == 2
+    assert run_cli([*data, "--predictions", f"mid-align={bad}", "--output_dir", tmp_path / "bad"]) == 2
     error = capsys.readouterr().err
     assert re.search(r"bad\.jsonl:3: field 'prompt': prompt 'something else' contradicts the data's", error)
     unknown = [dict(r) for r in rows]
     unknown[0]["id"] = "999"
     bad.write_text("".join(json.dumps(r) + "\n" for r in unknown), "utf-8")
-    assert run_cli([*data, "--predictions", f"mid-align={bad}", "--out", tmp_path / "bad"]) == 2
+    assert run_cli([*data, "--predictions", f"mid-align={bad}", "--output_dir", tmp_path / "bad"]) == 2
     assert re.search(r"bad\.jsonl:1: field 'id': lang .*, id '999' matches no example", capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()

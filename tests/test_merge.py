@@ -8,7 +8,6 @@ out by hand, not through the code under test.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -24,9 +23,9 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from midalign.cli import main
 from midalign.errors import ConfigError
 from midalign.evaluation.runner import EvalResult
-from midalign.merge_cli import add_parser
 from midalign.merging import (
     RECIPE,
     Sweep,
@@ -482,35 +481,30 @@ def test_bad_sweeps_are_refused_before_loading(sweep, message, tmp_path):
 
 
 def run_cli(argv: list) -> int:
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["merge", *map(str, argv)])
-    return args.func(args)
+    return main(["merge", *map(str, argv)])
 
 
 def test_cli_merges_and_reports(llama, tmp_path, capsys):
     out = tmp_path / "m"
-    argv = ["--base", llama["base"], "--adapter", f"task={llama['task']}", "--adapter", f"align={llama['align']}"]
-    argv += ["--weights", "1.0,0.25", "--method", "dare_linear", "--density", "0.9", "--rank", "3", "--seed", "7"]
-    assert run_cli([*argv, "--out", out, "--full", "--dtype", "float32", "--device", "cpu"]) == 0
+    argv = ["--model_name_or_path", llama["base"], "--adapters", f"task={llama['task']}", f"align={llama['align']}"]
+    argv += ["--weights", "1.0", "0.25", "--method", "dare_linear", "--density", "0.9", "--rank", "3", "--seed", "7"]
+    assert run_cli([*argv, "--output_dir", out, "--full", "--dtype", "float32", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "merged task=1, align=0.25 with dare_linear (rank 3, relative error" in printed and str(out) in printed
     recipe = json.loads((out / RECIPE).read_text())
     assert (recipe["density"], recipe["seed"], recipe["rank"]) == (0.9, 7, 3)
     assert (out / "full" / "model.safetensors").is_file()
 
-    assert run_cli([*argv[:6], "--weights", "1", "--out", tmp_path / "x"]) == 2
+    assert run_cli([*argv[:5], "--weights", "1", "--output_dir", tmp_path / "x"]) == 2
     assert "1 weight(s) [1.0] for 2 adapter(s)" in capsys.readouterr().err
-    assert run_cli([*argv[:6], "--sweep-data", "dev.jsonl", "--out", tmp_path / "x"]) == 2
-    assert "--sweep-data only apply with --sweep" in capsys.readouterr().err
-    assert run_cli([*argv[:6], "--sweep", "0,1", "--out", tmp_path / "x"]) == 2
-    assert "--sweep needs --sweep-data" in capsys.readouterr().err
-    assert (
-        run_cli([*argv[:2], "--adapter", f"a={llama['task']}", "--adapter", f"a={llama['align']}", "--out", out]) == 2
-    )
+    assert run_cli([*argv[:5], "--sweep_data", "dev.jsonl", "--output_dir", tmp_path / "x"]) == 2
+    assert "--sweep_data only apply with --sweep" in capsys.readouterr().err
+    assert run_cli([*argv[:5], "--sweep", "0", "1", "--output_dir", tmp_path / "x"]) == 2
+    assert "--sweep needs --sweep_data" in capsys.readouterr().err
+    assert run_cli([*argv[:2], "--adapters", f"a={llama['task']}", f"a={llama['align']}", "--output_dir", out]) == 2
     assert "two adapters share a name" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        run_cli([*argv[:6], "--weights", "1,half", "--out", tmp_path / "x"])
+    assert run_cli([*argv[:5], "--weights", "1", "half", "--output_dir", tmp_path / "x"]) == 2
+    assert "argument --weights: invalid float value: 'half'" in capsys.readouterr().err
     assert nothing_written(tmp_path / "x")
 
 
@@ -523,11 +517,11 @@ def test_cli_sweep_generates_scores_and_keeps_the_best(llama, tmp_path, capsys):
     ]
     dev.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "m"
-    argv = ["--base", llama["base"], "--adapter", f"task={llama['task']}", "--adapter", f"align={llama['align']}"]
-    argv += ["--weights", "1,9", "--sweep", "0,0.5,1", "--sweep-data", dev, "--sweep-task", "slot"]
-    argv += ["--sweep-metric", "slot_type_f1", "--supervised-langs", "en", "--transfer-langs", "es"]
-    argv += ["--chat-template", "off", "--batch-size", "2", "--max-new-tokens", "3", "--device", "cpu"]
-    assert run_cli([*argv, "--out", out]) == 0
+    argv = ["--model_name_or_path", llama["base"], "--adapters", f"task={llama['task']}", f"align={llama['align']}"]
+    argv += ["--weights", "1", "9", "--sweep", "0", "0.5", "1", "--sweep_data", dev, "--sweep_task", "slot"]
+    argv += ["--sweep_metric", "slot_type_f1", "--supervised_languages", "en", "--transfer_languages", "es"]
+    argv += ["--chat_template", "off", "--batch_size", "2", "--max_new_tokens", "3", "--device", "cpu"]
+    assert run_cli([*argv, "--output_dir", out]) == 0
     printed = capsys.readouterr().out
     assert "| language | group | align=0 | align=0.5 | align=1 |" in printed
     sweep = json.loads((out / RECIPE).read_text())["sweep"]

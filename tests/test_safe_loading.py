@@ -19,7 +19,8 @@ from conftest import make_model, make_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midalign.cli import build_parser, main
+from midalign.cli import main
+from midalign.commands import COMMANDS, parse
 from midalign.errors import ConfigError, DataError
 from midalign.io import MAX_NAME_LENGTH, _StrictYamlLoader, check_name, read_yaml_file
 
@@ -116,6 +117,8 @@ def test_source_never_defaults_trust_remote_code_to_true():
                         problems.append(f"{rel}:{node.lineno}: {node.name}(trust_remote_code=...) default is not False")
             if isinstance(node, ast.AnnAssign) and _name(node.target) == "trust_remote_code":
                 value = node.value
+                if isinstance(value, ast.Call):  # field(default=False, metadata=...)
+                    value = _keyword(value, "default")
                 if not (isinstance(value, ast.Constant) and value.value is False):
                     problems.append(f"{rel}:{node.lineno}: trust_remote_code field default is not False")
     assert not problems, "\n".join(problems)
@@ -170,7 +173,19 @@ def test_cli_refuses_a_pickle_only_checkpoint_before_generating(pickle_model_dir
     data = tmp_path / "dev.jsonl"
     data.write_text(json.dumps({"lang": "en", "prompt": "wake me", "gold": "None"}) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    code = main(["evaluate", "--task", "slot", "--data", str(data), "--model", str(folder), "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--task",
+            "slot",
+            "--data",
+            str(data),
+            "--model_name_or_path",
+            str(folder),
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert code == 2
     assert "midalign loads safetensors only" in capsys.readouterr().err
     assert not marker.exists() and not out.exists()
@@ -214,19 +229,15 @@ def test_trust_remote_code_defaults_to_false_everywhere():
         assert inspect.signature(function).parameters["trust_remote_code"].default is False
     assert "trust_remote_code" not in inspect.signature(merge_adapters).parameters  # merge never runs remote code
 
-    parser = build_parser()
-    subcommands = next(a for a in parser._actions if a.dest == "command").choices
     for command, required in {
-        "evaluate": ["--task", "slot", "--out", "o", "--model", "m"],
-        "analyze": ["--model", "m", "--data", "d", "--out", "o"],
+        "evaluate": ["--task", "slot", "--output_dir", "o", "--model_name_or_path", "m"],
+        "analyze": ["--model_name_or_path", "m", "--data", "d", "--output_dir", "o"],
     }.items():
-        args = parser.parse_args([command, *required])
-        assert args.trust_remote_code is False, command
-        args = parser.parse_args([command, *required, "--trust-remote-code"])
-        assert args.trust_remote_code is True, command
-    merge = parser.parse_args(["merge", "--base", "b", "--adapter", "a=p", "--out", "o"])
-    assert not getattr(merge, "trust_remote_code", False)
-    assert set(subcommands) >= {"evaluate", "analyze", "merge"}
+        assert parse(command, required).trust_remote_code is False, command
+        assert parse(command, [*required, "--trust_remote_code"]).trust_remote_code is True, command
+    merge = parse("merge", ["--model_name_or_path", "b", "--adapters", "a=p", "--output_dir", "o"])
+    assert not hasattr(merge, "trust_remote_code")
+    assert set(COMMANDS) >= {"evaluate", "analyze", "merge"}
 
 
 # ---------------------------------------------------------------- YAML configs: safe loader, refusals pinned
@@ -263,7 +274,10 @@ def test_training_yaml_cannot_run_code(tmp_path, capsys):
         ("- mode\n- baseline\n", r"run\.yaml:1: expected a mapping of settings, got list"),
         ("mode: [baseline\n", r"run\.yaml:2: invalid YAML"),
         ("1: baseline\n", r"run\.yaml: field '1': setting names must be strings"),
-        ("mode: baseline\ntask_data: t.jsonl\nnot_a_setting: 1\n", r"Unknown arguments from config file"),
+        (
+            "mode: baseline\ntask_data: t.jsonl\nnot_a_setting: 1\n",
+            r"run\.yaml: unknown settings \['not_a_setting'\] for midalign train",
+        ),
         ("mode: nonsense\n", r"mode 'nonsense' is not one of"),
     ],
     ids=["duplicate_key", "not_a_mapping", "invalid_yaml", "non_string_key", "unknown_key", "bad_value"],
@@ -331,7 +345,7 @@ def test_unsafe_system_name_writes_nothing(tmp_path, capsys):
     predictions = tmp_path / "p.txt"
     predictions.write_text("None\n", encoding="utf-8")
     for name in ("../../evil", "a/b", ".hidden"):
-        argv = ["evaluate", "--task", "slot", "--data", str(data), "--out", str(out)]
+        argv = ["evaluate", "--task", "slot", "--data", str(data), "--output_dir", str(out)]
         assert main([*argv, "--predictions", f"{name}={predictions}"]) == 2
         assert f"system name {name!r} may only hold letters, digits" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["dev.jsonl", "p.txt"]
@@ -351,15 +365,31 @@ def test_unsafe_language_codes_are_refused_before_loading_anything(tmp_path, cap
     multiway = tmp_path / "multi.jsonl"
     multiway.write_text(json.dumps({"en": "a", "../../evil": "b"}) + "\n", encoding="utf-8")
     out = tmp_path / "out"
-    assert main(["analyze", "--model", str(tmp_path / "no-model"), "--data", str(multiway), "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "analyze",
+                "--model_name_or_path",
+                str(tmp_path / "no-model"),
+                "--data",
+                str(multiway),
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{multiway}:1: field '../../evil': language code '../../evil' may only hold" in err
     data = tmp_path / "dev.jsonl"
     data.write_text(json.dumps({"lang": "../evil", "prompt": "p", "gold": "None"}) + "\n", encoding="utf-8")
-    assert main(["evaluate", "--task", "slot", "--data", str(data), "--model", "m", "--out", str(out)]) == 2
+    assert (
+        main(["evaluate", "--task", "slot", "--data", str(data), "--model_name_or_path", "m", "--output_dir", str(out)])
+        == 2
+    )
     assert f"{data}:1: field 'lang': language '../evil' may only hold" in capsys.readouterr().err
     assert main(["evaluate", "--task", "mt", "--format", "flores", "--data", str(tmp_path), "--pairs", "../x-en",
-                 "--predictions", f"s={data}", "--out", str(out)]) == 2  # fmt: skip
+                 "--predictions", f"s={data}", "--output_dir", str(out)]) == 2  # fmt: skip
     assert "language code '../x' may only hold" in capsys.readouterr().err
     assert not out.exists()
 
@@ -371,12 +401,22 @@ def test_unsafe_adapter_names_are_refused(tmp_path, capsys, command):
     out = tmp_path / "out"
     data = tmp_path / "d.jsonl"
     argv = {
-        "analyze": ["analyze", "--model", "m", "--data", str(tmp_path), "--out", str(out)],
-        "evaluate": ["evaluate", "--task", "slot", "--data", str(data), "--model", "m", "--out", str(out)],
-        "merge": ["merge", "--base", "m", "--out", str(out)],
+        "analyze": ["analyze", "--model_name_or_path", "m", "--data", str(tmp_path), "--output_dir", str(out)],
+        "evaluate": [
+            "evaluate",
+            "--task",
+            "slot",
+            "--data",
+            str(data),
+            "--model_name_or_path",
+            "m",
+            "--output_dir",
+            str(out),
+        ],
+        "merge": ["merge", "--model_name_or_path", "m", "--output_dir", str(out)],
     }[command]
     data.write_text(json.dumps({"lang": "en", "prompt": "p", "gold": "None"}) + "\n", "utf-8")
     for name in ("../evil", "mid.align"):  # a separator; and a '.', which PEFT refuses in adapter names
-        assert main([*argv, "--adapter", f"{name}={adapter}"]) == 2
+        assert main([*argv, "--adapters", f"{name}={adapter}"]) == 2
         assert f"adapter name {name!r}" in capsys.readouterr().err
     assert not out.exists()

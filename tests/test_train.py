@@ -287,7 +287,7 @@ def test_bf16_mixed_precision_keeps_the_similarities_in_fp32(data, tokenizer, mo
         return loss
 
     monkeypatch.setattr(midalign.objective, "info_nce", spy)
-    # Under autocast alone the residual stream stays fp32; a model loaded in bf16 (model_dtype) gives bf16 states.
+    # Under autocast alone the residual stream stays fp32; a model loaded in bf16 (dtype) gives bf16 states.
     model = make_model().to(torch.bfloat16)
     trainer = build_trainer(config(data, bf16=True, use_cpu=True), model=model, tokenizer=tokenizer)
     before = lora_state(trainer)

@@ -336,23 +336,3 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     )
     write_text_atomic(runs / f"report{tag}.md", report(results, tables, tag))  # demo_report.py
     return results
-
-
-def main(
-    preset: str,
-    workdir: str,
-    seed: int = 0,
-    *,
-    align_layer: str = DemoConfig.align_layer,
-    smallest: bool = False,
-    settings: str | None = None,
-) -> int:
-    """`midalign demo`: run, print the summary, point to the report."""
-    config = DemoConfig(
-        preset=preset, seed=seed, align_layer=align_layer, smallest=smallest, settings=settings or str(SETTINGS)
-    )
-    run_demo(config, workdir)
-    text = (Path(workdir) / f"seed{seed}" / f"report{config.tag}.md").read_text(encoding="utf-8")
-    print(text.split("\n## Per language")[0])
-    print(f"full report: {Path(workdir) / f'seed{seed}' / f'report{config.tag}.md'}")
-    return 0

@@ -31,7 +31,7 @@ class MidAlignConfig(SFTConfig):
     on every projection; lr 5e-4 with inverse-sqrt decay and 3% warm-up; temperature 0.1; middle layer)."""
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "HF hub id or local model folder."})
-    model_dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, float32, bfloat16 or float16."})
     mode: Literal["baseline", "mid-align", "align-only"] = field(
         default="mid-align",
         metadata={"help": "baseline: task loss only; mid-align: task + alignment; align-only: alignment alone."},

@@ -53,7 +53,7 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
             raise ConfigError("model_name_or_path is required")
         tokenizer = tokenizer or load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
         model = model or load_model(
-            config.model_name_or_path, dtype=config.model_dtype, trust_remote_code=config.trust_remote_code
+            config.model_name_or_path, dtype=config.dtype, trust_remote_code=config.trust_remote_code
         )
     check_tokenizer_fits(model, tokenizer, str(config.model_name_or_path or "the model"))
     if tokenizer.pad_token is None:
@@ -92,7 +92,7 @@ def _set_aside_incomplete(output_dir: Path, resume_from: str | None) -> None:
 # (Logging, saving, evaluation cadence and the output folder may change.)
 RUN_SETTINGS = (
     "model_name_or_path",
-    "model_dtype",
+    "dtype",
     "mode",
     "task_data",
     "parallel_data",

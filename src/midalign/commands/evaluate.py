@@ -1,0 +1,234 @@
+"""`midalign evaluate`: generate with a base model and its adapters (or re-score predictions), per language."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+from midalign.commands.parser import named_paths
+from midalign.errors import ConfigError, DataError
+from midalign.io import read_json_file
+
+Format = Literal["jsonl", "massive", "massive-hf", "text", "flores"]
+FORMATS = get_args(Format)
+CHAT_TEMPLATE = {"auto": None, "on": True, "off": False}
+
+DESCRIPTION = """\
+Generate greedily with a base model and its adapters (--model_name_or_path), or re-score predictions
+files (--predictions), then write per-language scores, tables and charts into --output_dir.
+"""
+GROUPS = {
+    "data": ["format", "data", "locales", "partition", "with_intent", "pairs", "split", "limit"],
+    "generation": [
+        "adapters",
+        "include_base",
+        "dtype",
+        "device",
+        "trust_remote_code",
+        "batch_size",
+        "max_new_tokens",
+        "chat_template",
+        "system_prompt",
+        "progress",
+    ],
+    "scoring": ["supervised_languages", "transfer_languages", "char_languages", "schema", "comet"],
+}
+
+
+@dataclass(kw_only=True)
+class EvaluateArguments:
+    """What `midalign evaluate` scores (generating with a model, or re-scoring predictions) and where it writes."""
+
+    task: Literal["slot", "mt", "json"] = field(metadata={"help": "The task the outputs are scored for."})
+    output_dir: str = field(metadata={"help": "Output folder."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Base model (hub id or folder) to generate with; or give --predictions."}
+    )
+    predictions: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Re-score instead of generating: a predictions JSONL this command wrote, or (with --data) a file "
+            "aligned with the data: JSONL with 'prediction', or plain text, one per line.",
+            "metavar": "NAME=FILE",
+        },
+    )
+    # data
+    format: Format = field(default="jsonl", metadata={"help": "Data format."})
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "jsonl/massive: a file (massive: or the folder of <locale>.jsonl); text: a path pattern with "
+            "{lang} (and {src}, {tgt}); flores: the dataset folder."
+        },
+    )
+    locales: list[str] | None = field(default=None, metadata={"help": "massive, massive-hf: locales to evaluate."})
+    partition: str = field(default="test", metadata={"help": "massive, massive-hf: train, dev or test."})
+    with_intent: bool = field(default=False, metadata={"help": "massive: golds start with the intent."})
+    pairs: list[str] | None = field(default=None, metadata={"help": "text, flores: directions SRC-TGT."})
+    split: str = field(default="devtest", metadata={"help": "flores: dev or devtest."})
+    limit: int | None = field(default=None, metadata={"help": "Keep the first N examples of each language."})
+    # generation
+    adapters: list[str] | None = field(
+        default=None, metadata={"help": "PEFT adapters to generate with.", "metavar": "NAME=PATH"}
+    )
+    include_base: bool = field(default=False, metadata={"help": "With --adapters: also score the bare base model."})
+    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:1, ..."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Tokens generated per prompt at most."})
+    chat_template: Literal["auto", "on", "off"] = field(
+        default="auto", metadata={"help": "Wrap prompts in the tokenizer's chat template (auto: when it has one)."}
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "Replace every example's system prompt."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    # scoring
+    supervised_languages: list[str] = field(
+        default_factory=list, metadata={"help": "Languages the systems were trained on."}
+    )
+    transfer_languages: list[str] | None = field(
+        default=None,
+        metadata={"help": "Zero-shot languages (default: all others when --supervised_languages is set)."},
+    )
+    char_languages: list[str] | None = field(
+        default=None, metadata={"help": "slot: languages split into characters (default: ja zh)."}
+    )
+    schema: str | None = field(default=None, metadata={"help": "json: JSON schema file the outputs should satisfy."})
+    comet: bool = field(default=False, metadata={"help": "mt: add COMET (pip install 'midalign[comet]')."})
+
+    def __post_init__(self):
+        if self.model_name_or_path is None and self.predictions is None:
+            raise ConfigError("needs --model_name_or_path (to generate) or --predictions (to re-score)")
+        if self.model_name_or_path is not None and self.predictions is not None:
+            raise ConfigError("give --model_name_or_path (to generate) or --predictions (to re-score), not both")
+        if self.adapters and self.predictions:
+            raise ConfigError("--adapters needs --model_name_or_path")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+
+
+ARGUMENTS = EvaluateArguments
+
+
+def _load_data(args: EvaluateArguments) -> list[dict]:
+    from midalign.evaluation import loaders
+
+    needs_data = args.format != "massive-hf"
+    if needs_data and not args.data:
+        raise ConfigError(f"--format {args.format} needs --data")
+    if args.format in ("text", "flores") and not args.pairs:
+        raise ConfigError(f"--format {args.format} needs --pairs")
+    if args.format == "massive-hf" and not args.locales:
+        raise ConfigError("--format massive-hf needs --locales")
+    if args.format in ("massive", "massive-hf") and args.task != "slot":
+        raise ConfigError("MASSIVE data is for --task slot")
+    if args.format in ("text", "flores") and args.task != "mt":
+        raise ConfigError(f"--format {args.format} is for --task mt")
+    massive = {"partition": args.partition, "with_intent": args.with_intent}
+    if args.format == "jsonl":
+        examples = loaders.load_jsonl(args.data, args.task)
+    elif args.format == "massive":
+        examples = loaders.load_massive_jsonl(args.data, locales=args.locales, **massive)
+    elif args.format == "massive-hf":
+        examples = loaders.load_massive_hf(args.locales, **massive)
+    elif args.format == "text":
+        examples = loaders.load_text_pairs(args.data, args.pairs)
+    else:
+        examples = loaders.load_flores(args.data, args.pairs, split=args.split)
+    if args.limit is not None:
+        seen: dict[str, int] = {}
+        kept = []
+        for example in examples:
+            seen[example["lang"]] = seen.get(example["lang"], 0) + 1
+            if seen[example["lang"]] <= args.limit:
+                kept.append(example)
+        examples = kept
+    if args.system_prompt is not None:
+        examples = [{**e, "system_prompt": args.system_prompt} for e in examples]
+    return examples
+
+
+def _rescore(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]]:
+    from midalign.evaluation.loaders import load_predictions, read_prediction_lines
+
+    systems = {}
+    examples = _load_data(args) if args.data or args.format == "massive-hf" else None
+    for name, path in named_paths(args.predictions, "system", flag="--predictions", dots=True).items():
+        if examples is None:
+            systems[name] = load_predictions(path, args.task)
+        else:
+            systems[name] = (examples, read_prediction_lines(path, len(examples), examples))
+    return systems
+
+
+def _generate(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]]:
+    import torch
+
+    from midalign.evaluation.generation import adapter_systems, generate
+    from midalign.evaluation.runner import prediction_rows
+    from midalign.evaluation.tables import language_groups
+    from midalign.io import write_jsonl_atomic
+    from midalign.modeling import load_model, load_tokenizer
+
+    examples = _load_data(args)
+    # Checked now, not after hours of generation.
+    languages = list(dict.fromkeys(e["lang"] for e in examples))
+    language_groups(languages, args.supervised_languages, args.transfer_languages)
+    adapters = named_paths(args.adapters, flag="--adapters")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    tokenizer = load_tokenizer(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    model = load_model(args.model_name_or_path, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    model = model.to(device)
+    output_dir = Path(args.output_dir)
+    systems = {}
+    for name, system_model in adapter_systems(model, adapters, include_base=args.include_base or not adapters):
+        predictions = generate(
+            system_model,
+            tokenizer,
+            [e["prompt"] for e in examples],
+            system_prompts=[e.get("system_prompt") for e in examples],
+            chat_template=CHAT_TEMPLATE[args.chat_template],
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            progress=args.progress,
+            desc=name,
+        )
+        # Saved at once, so a failure in a later system keeps this one's predictions (rewritten, same rows, at the end).
+        write_jsonl_atomic(output_dir / f"predictions-{name}.jsonl", prediction_rows(examples, predictions, name))
+        systems[name] = (examples, predictions)
+    return systems
+
+
+def run(args: EvaluateArguments) -> int:
+    """Run `midalign evaluate`: check the options, generate (or read the predictions), score and write."""
+    from midalign.evaluation.runner import (
+        check_score_options,
+        prediction_rows,
+        score_by_language,
+        write_report,
+    )
+
+    score_options = {"comet": args.comet}
+    if args.char_languages is not None:
+        score_options["char_langs"] = args.char_languages
+    if args.schema is not None:
+        try:
+            score_options["schema"] = read_json_file(args.schema)
+        except DataError as e:
+            raise DataError(f"cannot read the schema: {e.reason}", path=e.path, line=e.line, field=e.field) from e
+    check_score_options(args.task, score_options.get("char_langs"), score_options.get("schema"), args.comet)
+    systems = _rescore(args) if args.predictions else _generate(args)  # names checked there
+    scores = {name: score_by_language(args.task, ex, preds, **score_options) for name, (ex, preds) in systems.items()}
+    rows = {name: prediction_rows(ex, preds, name) for name, (ex, preds) in systems.items()}
+    written = write_report(
+        Path(args.output_dir),
+        args.task,
+        scores,
+        predictions=rows,
+        supervised=args.supervised_languages,
+        transfer=args.transfer_languages,
+    )
+    print(written["tables.md"].read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(path) for path in written.values()))
+    return 0
