@@ -3,7 +3,7 @@
 Runs both paths on the same prompts with a tiny random Llama on CPU (one thread), checks that they give
 the same greedy outputs, and prints a Markdown snippet with examples/s and the ratio.
 
-    python benchmarks/eval_throughput.py [--prompts 64] [--batch-size 16] [--max-new-tokens 32]
+    python benchmarks/eval_throughput.py [--prompts 64] [--batch_size 16] [--max_new_tokens 32]
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def throughput(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_new_tokens", type=int, default=32)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # the benchmark machine is shared; one thread keeps runs comparable

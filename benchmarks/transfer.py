@@ -1,12 +1,12 @@
 """Does mid-align transfer? The demo over several fine-tuning seeds, and at a bottom, middle and top layer.
 
     python benchmarks/transfer.py [--preset default] [--seeds 0 1 2] [--layers 0.125 1.0] [--layer_seeds 0 1 2]
-                                  [--workdir runs/bench] [--align_weight W]
+                                  [--output_dir runs/bench] [--align_weight W]
 
-One world and one pretrained base model (cached in the workdir) are shared by every run; each seed fine-tunes
+One world and one pretrained base model (cached in the output folder) are shared by every run; each seed fine-tunes
 its own baseline, mid-align, align-only and merged adapters, and mid-align again at each of `--layers`. Prints a
 markdown report (mean and standard deviation over seeds) for benchmarks/RESULTS.md and writes it to
-WORKDIR/transfer.md.
+OUTPUT_DIR/transfer.md.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import logging
 import statistics
 import time
+import typing
 from pathlib import Path
 
 from midalign.demo import METRICS, DemoConfig, run_demo
@@ -32,25 +33,28 @@ def fmt(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=["ci", "default"], default="default")
+    p.add_argument("--preset", choices=typing.get_args(typing.get_type_hints(DemoConfig)["preset"]), default="default")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--layers", nargs="*", default=["0.125", "1.0"], help="extra alignment layers to compare")
     p.add_argument("--layer_seeds", type=int, nargs="*", help="seeds of the layer comparison (default: every seed)")
-    p.add_argument("--workdir", default="runs/bench")
+    p.add_argument("--output_dir", default="runs/bench")
     p.add_argument("--align_weight", type=float, help="override the demo's alignment loss weight")
     args = p.parse_args(argv)
     extra = {} if args.align_weight is None else {"align_weight": args.align_weight}
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     runs = {
-        seed: run_demo(DemoConfig(preset=args.preset, seed=seed, overrides=extra), args.workdir) for seed in args.seeds
+        seed: run_demo(DemoConfig(preset=args.preset, seed=seed, overrides=extra), args.output_dir)
+        for seed in args.seeds
     }
     layer_seeds = args.seeds if args.layer_seeds is None else args.layer_seeds
     if not set(layer_seeds) <= set(args.seeds):
         p.error(f"--layer_seeds {layer_seeds} must be among --seeds {args.seeds}")
     layer_runs = {
         layer: {
-            seed: run_demo(DemoConfig(preset=args.preset, seed=seed, align_layer=layer, overrides=extra), args.workdir)
+            seed: run_demo(
+                DemoConfig(preset=args.preset, seed=seed, align_layer=layer, overrides=extra), args.output_dir
+            )
             for seed in layer_seeds
         }
         for layer in args.layers
@@ -159,8 +163,8 @@ def main(argv: list[str] | None = None) -> str:
         )
     report = "\n".join(lines)
     print(report)
-    Path(args.workdir, "transfer.md").write_text(report + "\n", encoding="utf-8")
-    Path(args.workdir, "transfer.json").write_text(json.dumps({"seeds": runs, "layers": layer_runs}, indent=1))
+    Path(args.output_dir, "transfer.md").write_text(report + "\n", encoding="utf-8")
+    Path(args.output_dir, "transfer.json").write_text(json.dumps({"seeds": runs, "layers": layer_runs}, indent=1))
     return report
 
 

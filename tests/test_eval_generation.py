@@ -185,6 +185,6 @@ def test_throughput_benchmark_runs(capsys):
     spec = importlib.util.spec_from_file_location("eval_throughput", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    snippet = module.main(["--prompts", "4", "--batch-size", "2", "--max-new-tokens", "2"])
+    snippet = module.main(["--prompts", "4", "--batch_size", "2", "--max_new_tokens", "2"])
     assert "| **ratio** |" in snippet and "equal one-at-a-time outputs: True" in snippet
     assert snippet in capsys.readouterr().out

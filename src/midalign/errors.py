@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Exit codes of the `midalign` command line (docs/reliability.md).
 EXIT_USAGE = 1  # no command given: the help is printed
-EXIT_INPUT = 2  # bad data, configuration, model or flag (a MidalignError, or argparse's own usage error)
+EXIT_INPUT = 2  # bad data, configuration, model or flag (a MidalignError; usage errors are ConfigErrors)
 EXIT_SYSTEM = 3  # the machine refused: disk full, permission denied, a file vanished
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
