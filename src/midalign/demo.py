@@ -33,15 +33,17 @@ SETTINGS = Path(__file__).parent / "configs" / "demo.yaml"
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What the demo runs. `preset` sizes the world and the pretraining (`ci`: ~1.5 min, `default`: ~9-10, one thread).
+    """What the demo runs. `preset` sizes the world and the pretraining: `ci` (plumbing, ~1.5 min), `default` (the
+    README's demo, at most 10 minutes on 2 cores) or `bench` (the transfer benchmark's larger base, pretrained once).
 
     The fine-tuning settings come from a YAML file (`settings`, default `midalign/configs/demo.yaml`): its
     `training` section holds `MidAlignConfig` fields, its `demo` section the alignment-only steps and the merge
     weight. `overrides` replaces single `training` fields (a benchmark's `align_weight`, a test's `lora_r`).
     """
 
-    preset: Literal["ci", "default"] = "default"
+    preset: Literal["ci", "default", "bench"] = "default"
     seed: int = 0
+    threads: int = 2  # CPU threads for every stage: a fixed count, so the numbers do not depend on the machine
     world_seed: int = 0
     align_layer: str = "0.5"
     settings: str = str(SETTINGS)
@@ -197,14 +199,15 @@ def _predict(
 def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
     """Run every stage into `workdir` and return (and write) `results.json`.
 
-    Runs on one CPU thread whatever the machine has: the pretraining's result depends on the order of
-    floating-point sums, which changes with the thread count (a 2-thread run once gave a task-only English slot
-    F1 of 74 where one thread gives 97), so pinning it makes the numbers the same on every machine.
+    Runs on `config.threads` CPU threads whatever the machine has: floating-point sums, and so every number,
+    depend on the thread count, so a fixed count gives the same numbers on every machine with that many cores.
+    (The first world's base model was fragile there: a 2-thread run once gave a task-only English slot F1 of 74
+    where one thread gave 97; docs/synthetic-world.md checks the new world's properties on 1 and 2 threads.)
     """
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(config.threads)
     try:
         return _run_demo(config, Path(workdir))
     finally:
@@ -219,7 +222,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     from midalign.merging import merge_adapters
     from midalign.modeling import file_fingerprint, load_model, load_tokenizer
     from midalign.synthetic.pretrain import INFO_FILE, is_finished, pretrain
-    from midalign.synthetic.world import WorldPaths, build_world
+    from midalign.synthetic.world import WORLD_VERSION, WorldPaths, build_world
 
     runs = work / f"seed{config.seed}"
     tag = config.tag
@@ -241,7 +244,9 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     world_cfg = config.world_config()
     paths = WorldPaths.in_dir(work / "world")
     info = json.loads(paths.info.read_text()) if paths.info.is_file() else {}
-    built = info.get("config") != json.loads(json.dumps(dataclasses.asdict(world_cfg)))
+    built = info.get("version") != WORLD_VERSION or info.get("config") != json.loads(
+        json.dumps(dataclasses.asdict(world_cfg))
+    )
     if built:
         paths = build_world(world_cfg, work / "world")
         info = json.loads(paths.info.read_text())
@@ -300,7 +305,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     training, demo_settings = config.read_settings()
     results = {
         "config": dataclasses.asdict(config) | {"training": training, "demo": demo_settings},
-        "threads": 1,
+        "threads": config.threads,
         "languages": [lang["code"] for lang in info["languages"]],
         "language_info": info["languages"],
         "supervised": supervised,

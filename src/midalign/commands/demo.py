@@ -24,7 +24,14 @@ class DemoArguments:
 
     preset: Preset = field(
         default=DemoConfig.preset,
-        metadata={"help": "Size of the world and the pretraining (ci: ~1.5 min; default: ~10 min, one CPU thread)."},
+        metadata={
+            "help": "Size of the world and the pretraining: ci (plumbing, ~1.5 min), default (at most 10 min on 2 "
+            "cores), bench (the transfer benchmark's base: pretrained once in about an hour, then reused)."
+        },
+    )
+    threads: int = field(
+        default=DemoConfig.threads,
+        metadata={"help": "CPU threads for every stage (a fixed count makes the numbers the same on every machine)."},
     )
     output_dir: str = field(
         default="runs/demo", metadata={"help": "Where every stage writes, and is reused from when run again."}
@@ -52,7 +59,12 @@ def run(args: DemoArguments) -> int:
     from midalign.demo import run_demo
 
     config = DemoConfig(
-        preset=args.preset, seed=args.seed, align_layer=args.align_layer, smallest=args.smallest, settings=args.settings
+        preset=args.preset,
+        seed=args.seed,
+        threads=args.threads,
+        align_layer=args.align_layer,
+        smallest=args.smallest,
+        settings=args.settings,
     )
     run_demo(config, args.output_dir)
     report = Path(args.output_dir) / f"seed{args.seed}" / f"report{config.tag}.md"

@@ -51,9 +51,14 @@ class PretrainConfig:
     seed: int = 0
 
     @classmethod
-    def preset(cls, name: Literal["ci", "default"], **overrides) -> PretrainConfig:
+    def preset(cls, name: Literal["ci", "default", "bench"], **overrides) -> PretrainConfig:
         """The `ci` or `default` configuration, with field overrides."""
-        presets = {"ci": dict(vocab_size=1500, steps=90, num_layers=8), "default": {}}
+        presets = {
+            "ci": dict(vocab_size=1500, steps=90, num_layers=8),
+            "default": {},
+            # Pretrained once and cached; every seed and layer run of the transfer benchmark reuses it.
+            "bench": dict(vocab_size=4000, steps=3600, warmup_steps=100, bf16=True),
+        }
         if name not in presets:
             raise ConfigError(f"unknown pretraining preset {name!r}; choose one of {sorted(presets)}")
         return cls(**{**presets[name], **overrides})

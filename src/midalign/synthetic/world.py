@@ -59,6 +59,7 @@ __all__ = [
     "SCRIPTS",
     "SEPARATOR",
     "SLOT_TYPES",
+    "WORLD_VERSION",
     "Clause",
     "Command",
     "Phonology",
@@ -71,6 +72,9 @@ __all__ = [
     "transliterate",
 ]
 
+# The generator's version, recorded in world.json: a world written by another version is rebuilt, not reused, even
+# when its config is the same (version 2: language families, translated documents).
+WORLD_VERSION = 2
 SEPARATOR = " ->"  # ends every task prompt; copy-pressure lines in the corpus use it too (see `_copy_line`)
 COPY_MARKER = "repeat:"  # copy-pressure lines: `text -> repeat: text` repeats the whole text
 QUOTE_MARKER = "quote:"  # `text -> quote: span; quote: span` quotes spans of it, as slot values are
@@ -123,11 +127,13 @@ class WorldConfig:
             raise ConfigError(f"corpus shares must sum to at most 1, got {shares}")
 
     @classmethod
-    def preset(cls, name: Literal["ci", "default"], **overrides) -> WorldConfig:
+    def preset(cls, name: Literal["ci", "default", "bench"], **overrides) -> WorldConfig:
         """The `ci` (tiny, seconds) or `default` (the demo) configuration, with field overrides."""
         sizes = {
             "ci": dict(corpus_lines=6000, n_train=300, n_dev=30, n_test=50, n_parallel=100, n_multiway=50),
             "default": {},
+            # The transfer benchmark's world: five times the text, a larger share of translated documents.
+            "bench": dict(corpus_lines=300_000, copy_share=0.35, switch_share=0.1, parallel_share=0.25),
         }
         if name not in sizes:
             raise ConfigError(f"unknown world preset {name!r}; choose one of {sorted(sizes)}")
@@ -350,6 +356,7 @@ def build_world(config: WorldConfig, out_dir: str | Path) -> WorldPaths:
     write_json_atomic(
         paths.info,
         {
+            "version": WORLD_VERSION,
             "config": dataclasses.asdict(config),
             "pivot": PIVOT,
             "separator": SEPARATOR,
