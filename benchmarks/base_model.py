@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from midalign.io import write_json_atomic
+from midalign.files import write_json_atomic
 from midalign.synthetic.languages import LANGUAGE_TABLE
 from midalign.synthetic.pretrain import PretrainConfig, pretrain
 from midalign.synthetic.probe import probe_base_model

@@ -32,7 +32,7 @@ from midalign.evaluation.loaders import (
 )
 from midalign.evaluation.slots import format_slots, parse_annot_utt, parse_slot_output
 from midalign.evaluation.structured import check_schema_keywords, parse_json_output, schema_errors, score_json
-from midalign.io import MAX_DEPTH, read_json_file, read_yaml_file
+from midalign.files import MAX_DEPTH, read_json_file, read_yaml_file
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from midalign.errors import ConfigError
-from midalign.io import apply_umask, write_json_atomic
+from midalign.files import apply_umask, write_json_atomic
 from midalign.train import build_trainer, train
 from tests.conftest import make_model
 from tests.test_train import config, make_data, write_jsonl
@@ -203,7 +203,7 @@ def test_a_relative_base_path_matches_from_another_directory(tmp_path):
 
 # ------------------------------------------------------------------ two runs, one folder
 def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(data, tokenizer):
-    from midalign.io import folder_lock
+    from midalign.files import folder_lock
 
     args = config(data)
     busy = r"is in use by another training run \(pid \d+ on .*, since "
@@ -215,12 +215,12 @@ def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(data, to
 
 
 def test_an_output_folder_that_takes_no_file_is_refused_before_the_first_step(data, tokenizer, monkeypatch):
-    import midalign.io
+    import midalign.files
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(midalign.io.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(midalign.files.tempfile, "TemporaryFile", refuse)
     with pytest.raises(ConfigError, match=r"out-mid-align is not writable: Permission denied"):
         train(config(data), model=make_model(), tokenizer=tokenizer)
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from midalign.cli import main
 from midalign.commands import COMMANDS, parse
 from midalign.errors import ConfigError, DataError
-from midalign.io import MAX_NAME_LENGTH, _StrictYamlLoader, check_name, read_yaml_file
+from midalign.files import MAX_NAME_LENGTH, _StrictYamlLoader, check_name, read_yaml_file
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "midalign"
 # Loads the tiny model the demo itself has just written with save_pretrained (safetensors); not user input.

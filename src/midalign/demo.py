@@ -23,7 +23,7 @@ from typing import Literal
 
 from midalign.demo_report import METRICS, report
 from midalign.errors import ConfigError
-from midalign.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from midalign.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class DemoConfig:
 
     def read_settings(self) -> tuple[dict, dict]:
         """`(training, demo)` sections of the settings file, with the overrides applied to `training`."""
-        from midalign.io import read_yaml_file
+        from midalign.files import read_yaml_file
 
         raw = read_yaml_file(self.settings)
         unknown = sorted(set(raw) - {"training", "demo"})

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from midalign.data.batching import tokenize_sentence
+from midalign.data.batching import pad_batch, tokenize_sentence
 from midalign.errors import DataError
-from midalign.io import write_bytes_atomic
+from midalign.files import write_bytes_atomic
 from midalign.layers import all_hidden_states
 from midalign.pooling import Pooling, pool
 
@@ -50,10 +50,9 @@ def pooled_states(
     model.eval()
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=desc is None):
         rows = [encoded[i] for i in order[start : start + batch_size]]
-        length = max(len(ids) for ids, _ in rows)
-        ids = torch.tensor([x + [pad] * (length - len(x)) for x, _ in rows], device=device)  # [b, T]
-        attn = torch.tensor([[1] * len(x) + [0] * (length - len(x)) for x, _ in rows], device=device)  # [b, T]
-        pool_mask = torch.tensor([m + [0] * (length - len(m)) for _, m in rows], device=device)  # [b, T]
+        ids = pad_batch([x for x, _ in rows], pad).to(device)  # [b, T]
+        attn = pad_batch([[1] * len(x) for x, _ in rows], 0).to(device)  # [b, T]
+        pool_mask = pad_batch([m for _, m in rows], 0).to(device)  # [b, T]
         states = all_hidden_states(model, ids, attn)  # L + 1 tensors [b, T, H]
         pooled = torch.stack([pool(h.float(), pool_mask, pooling) for h in states])  # [L + 1, b, H]
         chunks.append(pooled.cpu())

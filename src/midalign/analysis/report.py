@@ -9,7 +9,7 @@ from pathlib import Path
 
 from midalign.analysis.metrics import METRICS
 from midalign.analysis.run import AnalysisResult
-from midalign.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from midalign.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 LABELS = {
     "cosine": "retrieval, cosine",

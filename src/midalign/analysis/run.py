@@ -13,7 +13,7 @@ from midalign.analysis.extract import cached_pooled_states, pooled_states
 from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
 from midalign.data.readers import Pair, read_multiway
 from midalign.errors import ConfigError, DataError
-from midalign.io import read_json_file
+from midalign.files import read_json_file
 from midalign.modeling import BASE, adapter_systems, check_tokenizer_fits, file_fingerprint, weights_fingerprint
 from midalign.pooling import Pooling
 

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 from midalign.commands.parser import named_paths
 from midalign.errors import ConfigError, DataError
-from midalign.io import read_json_file
+from midalign.files import read_json_file
 
 Format = Literal["jsonl", "massive", "massive-hf", "text", "flores"]
 FORMATS = get_args(Format)
@@ -168,7 +168,7 @@ def _generate(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]
     from midalign.evaluation.generation import adapter_systems, generate
     from midalign.evaluation.runner import prediction_rows
     from midalign.evaluation.tables import language_groups
-    from midalign.io import write_jsonl_atomic
+    from midalign.files import write_jsonl_atomic
     from midalign.modeling import load_model, load_tokenizer
 
     examples = _load_data(args)

@@ -2,7 +2,7 @@
 
 - A flag per field, spelled as the field (`--output_dir`; transformers also accepts `--output-dir`).
 - `--config FILE.yaml` for every command: the file sets the fields it names, flags given with it override them.
-  The file is read with midalign's strict YAML reader (`midalign.io.read_yaml_file`), so a bad file is a
+  The file is read with midalign's strict YAML reader (`midalign.files.read_yaml_file`), so a bad file is a
   `DataError` naming file, line and key; a key that is no field is a `ConfigError` naming it.
 - Usage errors (an unknown flag, a missing or bad value) are `ConfigError`s, so every command ends them the same
   way: one line through `midalign.errors.report`, exit code 2.
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from transformers import HfArgumentParser
 
 from midalign.errors import ConfigError
-from midalign.io import check_name, read_yaml_file
+from midalign.files import check_name, read_yaml_file
 
 CONFIG_FLAG = "--config"
 
@@ -197,7 +197,7 @@ def named_paths(
     """`NAME=PATH` values of a list option as `{name: path}`, in order.
 
     A name given twice is refused (a dict would keep only the last path). Names become system names in reports
-    and file names (`midalign.io.check_name`); adapter names hold no `.` (`dots=False`), which PEFT refuses.
+    and file names (`midalign.files.check_name`); adapter names hold no `.` (`dots=False`), which PEFT refuses.
 
     Raises:
         ConfigError: a value that is not NAME=PATH, a name given twice, or one that is not safe as a file name.

@@ -11,9 +11,9 @@ Formats:
 - FLORES-style folder: one file per language (`eng_Latn.devtest`, `de.txt`), one sentence per line,
   aligned by line number.
 
-JSON lines are read strictly (`midalign.io.loads_json`): a key repeated in one object is refused (plain
+JSON lines are read strictly (`midalign.files.loads_json`): a key repeated in one object is refused (plain
 `json.loads` would silently keep the last value), as are runaway nesting and lone surrogates. Language codes
-must be file-name safe (`midalign.io.check_name`: letters, digits, `.`, `_`, `-`).
+must be file-name safe (`midalign.files.check_name`: letters, digits, `.`, `_`, `-`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from midalign.errors import ConfigError, DataError
-from midalign.io import check_name, loads_json
+from midalign.files import check_name, loads_json
 
 ROLES = ("system", "user", "assistant")
 PAIR_FIELDS = ("src", "tgt", "src_lang", "tgt_lang")

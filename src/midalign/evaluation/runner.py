@@ -23,7 +23,7 @@ from midalign.evaluation.tables import (
     tables_to_csv,
 )
 from midalign.evaluation.translation import score_translation
-from midalign.io import check_name, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from midalign.files import check_name, write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 # The metrics tabulated per task, when present (intent accuracy only with intents, COMET only when asked...).
 TABLE_METRICS = {

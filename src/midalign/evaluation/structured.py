@@ -2,7 +2,7 @@
 
 Parsing: surrounding whitespace and one enclosing Markdown code fence (```json ... ```) are removed,
 then the rest must be exactly one JSON value (no text before or after; `NaN`/`Infinity` refused). It is
-read strictly (`midalign.io.loads_json`): an object naming a key twice (ambiguous: parsers disagree on
+read strictly (`midalign.files.loads_json`): an object naming a key twice (ambiguous: parsers disagree on
 which value wins), nesting deeper than 100 levels or a lone surrogate make the output unparsable.
 
 Fields: a JSON value is flattened into (path, value) pairs: object keys are joined with `.`, array
@@ -26,7 +26,7 @@ from typing import Any
 
 from midalign.errors import ConfigError, DataError
 from midalign.evaluation.prf import prf
-from midalign.io import loads_json
+from midalign.files import loads_json
 
 _FENCE = re.compile(r"```[A-Za-z]*\s*\n?(.*?)\n?\s*```", re.DOTALL)
 _KEYWORDS = {"type", "enum", "properties", "required", "additionalProperties", "items"}

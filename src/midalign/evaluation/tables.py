@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from midalign.errors import ConfigError
-from midalign.io import write_bytes_atomic
+from midalign.files import write_bytes_atomic
 
 Scores = Mapping[str, Mapping[str, Mapping[str, object]]]  # system -> language -> metric -> value
 

@@ -162,7 +162,7 @@ def _write(
     """Write the adapter (and the full model) into a temporary folder next to `out`, then rename it to `out`."""
     from safetensors.torch import save_file
 
-    from midalign.io import apply_umask, write_json_atomic
+    from midalign.files import apply_umask, write_json_atomic
 
     out = _check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from midalign.errors import ConfigError, DataError
-from midalign.io import write_json_atomic
+from midalign.files import write_json_atomic
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 INFO_FILE = "pretrain.json"  # written last: its presence with a matching key marks a finished model

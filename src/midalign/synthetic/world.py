@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from midalign.errors import ConfigError
-from midalign.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from midalign.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from midalign.synthetic.languages import LANGUAGE_TABLE, PIVOT
 from midalign.synthetic.meanings import Clause, Command, Utterance, World
 from midalign.synthetic.scripts import SCRIPTS, Phonology, transliterate

@@ -12,7 +12,7 @@ from datasets import Dataset
 
 from midalign.data.readers import read_parallel, read_task_examples
 from midalign.errors import ConfigError, TrainingInterrupted
-from midalign.io import folder_lock, read_json_file
+from midalign.files import folder_lock, read_json_file
 from midalign.layers import num_layers
 from midalign.modeling import check_tokenizer_fits, load_model, load_tokenizer
 from midalign.train.checkpoints import checkpoints, last_checkpoint, step

@@ -54,7 +54,7 @@ from midalign.data.batching import (
 )
 from midalign.data.readers import Pair
 from midalign.errors import ConfigError
-from midalign.io import write_json_atomic
+from midalign.files import write_json_atomic
 from midalign.layers import num_layers
 from midalign.modeling import quiet_peft_wrap
 from midalign.objective import AlignmentObjective

@@ -12,7 +12,7 @@ from midalign.data.readers import iter_jsonl, parse_messages
 from midalign.errors import ConfigError, DataError
 from midalign.evaluation.languages import language_name
 from midalign.evaluation.slots import format_slots, parse_slot_output
-from midalign.io import check_name, loads_json
+from midalign.files import check_name, loads_json
 
 TASKS = ("slot", "mt", "json")
 

@@ -11,7 +11,7 @@ from typing import Any
 from midalign.data.readers import iter_lines
 from midalign.errors import ConfigError, DataError
 from midalign.evaluation.languages import language_name
-from midalign.io import check_name
+from midalign.files import check_name
 
 
 def translation_system_prompt(src_lang: str, tgt_lang: str) -> str:
