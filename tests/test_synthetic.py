@@ -18,6 +18,7 @@ from midalign.evaluation.slots import parse_annot_utt, parse_slot_output
 from midalign.synthetic.languages import SOUND_CHANGES, Language, cognate
 from midalign.synthetic.pretrain import PretrainConfig, is_finished, pretrain
 from midalign.synthetic.probe import alignment_by_layer, copy_rates, heldout_loss, retrieval_by_layer
+from midalign.synthetic.words import CONCEPTS
 from midalign.synthetic.world import (
     INTENTS,
     LANGUAGE_TABLE,
@@ -196,8 +197,6 @@ def _trigrams(text: str) -> set[str]:
 
 def _shared_subwords(world: World, code: str) -> float:
     """Mean share of the English word's character trigrams that the language's word for the concept also has."""
-    from midalign.synthetic.words import CONCEPTS
-
     english, language = world.pivot, world.languages[code]
     shares = [len(_trigrams(english.word(c)) & _trigrams(language.word(c))) / len(_trigrams(english.word(c)))
               for c in CONCEPTS]  # fmt: skip
@@ -215,7 +214,10 @@ def test_families_share_subwords_with_english_by_distance(seed):
             assert value == 0, code
         else:
             by_family.setdefault(spec.family, []).append(value)
-    assert min(by_family["close"]) > 0.5  # a close relative shares most subwords with English
+    assert min(by_family["close"]) > 0.5  # a close relative shares most subwords with English ...
+    for code, language in world.languages.items():  # ... but spells most of its words otherwise
+        identical = sum(language.word(c) == world.pivot.word(c) for c in CONCEPTS) / len(CONCEPTS)
+        assert identical < 0.5 or code == PIVOT, code
     assert 0.1 < min(by_family["middle"]) <= max(by_family["middle"]) < min(by_family["close"])
     assert "distant" not in by_family  # every distant language has its own script
     # The cognates are regular: the same sound changes turn the same English word into the same word.
@@ -246,9 +248,18 @@ def test_lexicons_are_one_to_one_and_cognate_languages_keep_latin_inflection():
 def test_translated_documents_hold_the_same_sentences_on_both_sides():
     config = WorldConfig.preset("ci", parallel_share=0.5, copy_share=0.1, switch_share=0.1, **SMALL)
     world = World(config.n_languages, config.seed, config.everyday_share)
-    lines = [line for line in corpus_lines(world, config, set(), random.Random(0)) if " | " in line]
-    assert len(lines) > 100
-    sizes = [[len(side.split(" . ")) for side in line.split(" | ")] for line in lines]
-    assert all(a == b for a, b in sizes) and {a for a, _ in sizes} == {1, 2, 3}
-    english = set(" | ".join(lines).split())
-    assert {"the", "in"} <= english  # one side of each document is English
+    codes = set(world.languages)
+    documents = []
+    for line in corpus_lines(world, config, set(), random.Random(0)):
+        source, sep, rest = line.partition(f"{SEPARATOR} ")
+        target_lang, colon, target = rest.partition(": ")
+        if sep and colon and target_lang in codes:
+            documents.append((source, target_lang, target))
+    assert len(documents) > 100
+    assert all(len(s.split(" . ")) == len(t.split(" . ")) for s, _, t in documents)
+    assert {len(s.split(" . ")) for s, _, _ in documents} == {1, 2, 3}
+    into_english = [d for d in documents if d[1] == PIVOT]
+    assert 0.3 < len(into_english) / len(documents) < 0.7  # both directions
+    assert all(t.isascii() for _, _, t in into_english)  # the English side is in English
+    into_hangul = [s for s, lang, t in documents if world.languages[lang].spec.script == "hangul"]
+    assert into_hangul and all(s.isascii() for s in into_hangul)  # ... and so is the source of the other direction

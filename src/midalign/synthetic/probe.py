@@ -77,6 +77,27 @@ def copy_rates(
     return rates
 
 
+def translation_scores(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, multiway: dict[str, list[str]], n: int = 40
+) -> dict[str, float]:
+    """Per non-pivot language, chrF++ of greedy `X -> en:` continuations on held-out multi-way sentences.
+
+    The corpus's translated documents are written `X -> en: English` (or the reverse); this measures whether the base
+    model learned to translate from them.
+    """
+    import sacrebleu
+
+    english = multiway[PIVOT][:n]
+    scores = {}
+    for lang, sentences in multiway.items():
+        if lang == PIVOT:
+            continue
+        outputs = greedy(model, tokenizer, [f"{s}{SEPARATOR} {PIVOT}:" for s in sentences[:n]], 48)
+        hypotheses = [o.split(" . ")[0].strip() for o in outputs]
+        scores[lang] = sacrebleu.corpus_chrf(hypotheses, [english], word_order=2).score
+    return scores
+
+
 @torch.no_grad()
 def retrieval_by_layer(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, multiway: dict[str, list[str]]
@@ -144,4 +165,5 @@ def probe_base_model(model_dir: str | Path, paths: WorldPaths, n_copy: int = 40)
         "copy": copy_rates(model, tokenizer, world, n_copy),
         "retrieval": retrieval_by_layer(model, tokenizer, multiway),
         "alignment": alignment_by_layer(model, tokenizer, multiway),
+        "translation": translation_scores(model, tokenizer, multiway),
     }

@@ -246,15 +246,25 @@ def corpus_lines(world: World, config: WorldConfig, held_out: set[Clause], rng: 
             if kind == "switch":
                 lines.append(world.render_clause(clause, code, switch=lambda: rng.random() < config.switch_prob))
             elif kind == "parallel":
-                # A translated document: one to three sentences and their translation, in either order.
-                clauses = [clause, *(_sample_new_clause(world, rng, held_out) for _ in range(rng.randint(0, 2)))]
-                pair = [" . ".join(world.render_clause(c, lang) for c in clauses) for lang in (code, PIVOT)]
-                rng.shuffle(pair)
-                lines.append(" | ".join(pair))
+                lines.append(_translated_document(world, code, clause, rng, held_out))
             else:
                 lines.append(world.render_clause(clause, code))
     rng.shuffle(lines)
     return lines
+
+
+def _translated_document(world: World, code: str, clause: Clause, rng: random.Random, held_out: set[Clause]) -> str:
+    """A translated document: one to three sentences and their translation, `text -> <language>: translation`, from
+    `code` into English or back.
+
+    It shares the frame of the copy-pressure lines (`text -> repeat: text`), so the heads that learned to copy can
+    learn to translate: with `X | English` documents instead, the base model never learned to translate (its
+    continuations after `|` ignored the source, chrF++ 17-22 for every language, close relatives included).
+    """
+    clauses = [clause, *(_sample_new_clause(world, rng, held_out) for _ in range(rng.randint(0, 2)))]
+    source, target = (code, PIVOT) if rng.random() < 0.5 else (PIVOT, code)
+    texts = {lang: " . ".join(world.render_clause(c, lang) for c in clauses) for lang in (source, target)}
+    return f"{texts[source]}{SEPARATOR} {target}: {texts[target]}"
 
 
 def _sample_new_clause(world: World, rng: random.Random, held_out: set[Clause]) -> Clause:
