@@ -1,6 +1,6 @@
 """Does mid-align transfer? The demo over several fine-tuning seeds, and at a bottom, middle and top layer.
 
-    python benchmarks/transfer.py [--preset default] [--seeds 0 1 2] [--layers 0.125 1.0] [--layer_seeds 0 1 2]
+    python benchmarks/transfer.py [--preset bench] [--seeds 0 1 2] [--layers 0.125 1.0] [--layer_seeds 0 1 2]
                                   [--output_dir runs/bench] [--align_weight W]
 
 One world and one pretrained base model (cached in the output folder) are shared by every run; each seed fine-tunes
@@ -33,7 +33,7 @@ def fmt(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=typing.get_args(typing.get_type_hints(DemoConfig)["preset"]), default="default")
+    p.add_argument("--preset", choices=typing.get_args(typing.get_type_hints(DemoConfig)["preset"]), default="bench")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--layers", nargs="*", default=["0.125", "1.0"], help="extra alignment layers to compare")
     p.add_argument("--layer_seeds", type=int, nargs="*", help="seeds of the layer comparison (default: every seed)")

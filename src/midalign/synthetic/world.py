@@ -106,11 +106,11 @@ class WorldConfig:
     supervised: tuple[str, ...] = (PIVOT,)
     corpus_lines: int = 60_000
     copy_share: float = 0.5
-    switch_share: float = 0.25
+    switch_share: float = 0.1
     switch_prob: float = 0.4
     everyday_share: float = 0.5
     voice_share: float = 0.1
-    parallel_share: float = 0.03
+    parallel_share: float = 0.2
     n_train: int = 2000
     n_dev: int = 100
     n_test: int = 200
@@ -132,8 +132,8 @@ class WorldConfig:
         sizes = {
             "ci": dict(corpus_lines=6000, n_train=300, n_dev=30, n_test=50, n_parallel=100, n_multiway=50),
             "default": {},
-            # The transfer benchmark's world: five times the text, a larger share of translated documents.
-            "bench": dict(corpus_lines=300_000, copy_share=0.35, switch_share=0.1, parallel_share=0.25),
+            # The transfer benchmark's world: more than three times the text.
+            "bench": dict(corpus_lines=200_000),
         }
         if name not in sizes:
             raise ConfigError(f"unknown world preset {name!r}; choose one of {sorted(sizes)}")
