@@ -40,7 +40,6 @@ def measure(variant: dict, args: argparse.Namespace) -> dict:
     model = build(variant["hidden"], variant["blocks"], 2 * variant["hidden"], args.vocab, args.seq_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     step_fn = model
-    compile_s = 0.0
     if variant.get("compile"):
         step_fn = torch.compile(model)
     batch = torch.randint(4, args.vocab, (variant["batch"], args.seq_len))
