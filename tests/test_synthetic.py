@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import random
@@ -263,3 +264,22 @@ def test_translated_documents_hold_the_same_sentences_on_both_sides():
     assert all(t.isascii() for _, _, t in into_english)  # the English side is in English
     into_hangul = [s for s, lang, t in documents if world.languages[lang].spec.script == "hangul"]
     assert into_hangul and all(s.isascii() for s in into_hangul)  # ... and so is the source of the other direction
+
+
+def test_every_character_the_tasks_write_is_common_in_the_corpus():
+    # A character the corpus never holds keeps the random embedding it started with, and a model fine-tuned to
+    # write it writes a rare token instead (the second world's first default base scored 0 everywhere for `|`).
+    config = WorldConfig.preset("ci")
+    world = World(config.n_languages, config.seed, config.everyday_share)
+    counts = collections.Counter("\n".join(corpus_lines(world, config, set(), random.Random(0))))
+    rng = random.Random(1)
+    written = set(SEPARATOR)
+    for _ in range(300):
+        command = world.sample_command(rng)
+        for code in world.languages:
+            utt = world.render_command(command, code)
+            as_json = json.dumps({"intent": utt.intent, **dict(utt.slots)}, ensure_ascii=False)
+            written |= set(utt.completion) | set(as_json)
+    # Names' letters in Hangul or Devanagari are many and each rare; the format's ASCII must be common.
+    rare = {char: counts[char] for char in written if counts[char] < (30 if char.isascii() else 1)}
+    assert not rare, f"characters of task outputs rare in the corpus: {rare}"

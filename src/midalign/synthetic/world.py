@@ -27,12 +27,14 @@ samples meanings and renders them); this module builds the files from them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from midalign.errors import ConfigError
+from midalign.evaluation.slots import NONE_OUTPUT
 from midalign.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from midalign.synthetic.languages import LANGUAGE_TABLE, PIVOT
 from midalign.synthetic.meanings import Clause, Command, Utterance, World
@@ -73,8 +75,8 @@ __all__ = [
 ]
 
 # The generator's version, recorded in world.json: a world written by another version is rebuilt, not reused, even
-# when its config is the same (version 2: language families, translated documents).
-WORLD_VERSION = 2
+# when its config is the same (version 2: language families, translated documents; 3: structured records).
+WORLD_VERSION = 3
 SEPARATOR = " ->"  # ends every task prompt; copy-pressure lines in the corpus use it too (see `_copy_line`)
 COPY_MARKER = "repeat:"  # copy-pressure lines: `text -> repeat: text` repeats the whole text
 QUOTE_MARKER = "quote:"  # `text -> quote: span; quote: span` quotes spans of it, as slot values are
@@ -89,9 +91,9 @@ class WorldConfig:
         n_languages: languages taken from `LANGUAGE_TABLE` (English first; 6-10 make sense, 2 is allowed for tests).
         supervised: languages with a task train split (the others get dev/test only and are zero-shot).
         corpus_lines: pretraining lines over all languages, shared by resource level.
-        copy_share, switch_share, voice_share, parallel_share: fractions of each language's corpus lines that are
-            copy-pressure lines, code-switched clauses, unannotated commands and parallel lines (the rest are
-            monolingual clauses; English has no code-switched or parallel lines).
+        copy_share, switch_share, voice_share, parallel_share, record_share: fractions of each language's corpus
+            lines that are copy-pressure lines, code-switched clauses, unannotated commands, parallel lines and
+            structured records (the rest are monolingual clauses; English has no code-switched or parallel lines).
         switch_prob: probability that a content word of a code-switched clause is written in English.
         everyday_share: fraction of general-domain clauses (corpus, alignment pairs, multi-way set) that are everyday
             clauses in the commands' vocabulary (`EVERYDAY_OBJECTS`); 0 gives the first world's disjoint domains.
@@ -111,6 +113,7 @@ class WorldConfig:
     everyday_share: float = 0.5
     voice_share: float = 0.1
     parallel_share: float = 0.2
+    record_share: float = 0.05
     n_train: int = 2000
     n_dev: int = 100
     n_test: int = 200
@@ -122,7 +125,7 @@ class WorldConfig:
         unknown = [code for code in self.supervised if code not in codes]
         if unknown or not self.supervised:
             raise ConfigError(f"supervised languages {list(self.supervised)} must be a non-empty subset of {codes}")
-        shares = self.copy_share + self.switch_share + self.voice_share + self.parallel_share
+        shares = self.copy_share + self.switch_share + self.voice_share + self.parallel_share + self.record_share
         if not 0 <= shares <= 1:
             raise ConfigError(f"corpus shares must sum to at most 1, got {shares}")
 
@@ -230,7 +233,7 @@ def corpus_lines(world: World, config: WorldConfig, held_out: set[Clause], rng: 
     total = sum(lang.spec.resource for lang in world.languages.values())
     lines = []
     for code, language in world.languages.items():
-        kinds = {"copy": config.copy_share, "voice": config.voice_share}
+        kinds = {"copy": config.copy_share, "voice": config.voice_share, "record": config.record_share}
         if code != PIVOT:
             kinds |= {"switch": config.switch_share, "parallel": config.parallel_share}
         kinds["clause"] = 1 - sum(kinds.values())
@@ -242,6 +245,9 @@ def corpus_lines(world: World, config: WorldConfig, held_out: set[Clause], rng: 
             if kind == "copy":
                 lines.append(_copy_line(world, code, rng, held_out))
                 continue
+            if kind == "record":
+                lines.append(_record_line(world, code, rng, held_out))
+                continue
             clause = _sample_new_clause(world, rng, held_out)
             if kind == "switch":
                 lines.append(world.render_clause(clause, code, switch=lambda: rng.random() < config.switch_prob))
@@ -251,6 +257,35 @@ def corpus_lines(world: World, config: WorldConfig, held_out: set[Clause], rng: 
                 lines.append(world.render_clause(clause, code))
     rng.shuffle(lines)
     return lines
+
+
+def _record_line(world: World, lang: str, rng: random.Random, held_out: set[Clause]) -> str:
+    """A structured record, as web text has in logs, tables and JSON: English snake_case keys, values in `lang`.
+
+    Two shapes: `head_key | key: value; key: value` (or `head_key | None`) and a JSON object. Without them the
+    second world's corpus never held `|`, `_`, `{`, `"` or a capital letter, their tied embeddings stayed at
+    their random start, and every fine-tuned model wrote a rare token in their place (slot F1 0 in every
+    language, English included). The keys are English words, not the task's intents and slot types; the values are
+    spans of a clause in `lang` or names, copied as a slot value is.
+    """
+    english = world.render_clause(_sample_new_clause(world, rng, held_out), PIVOT).split()
+    text = world.render_clause(_sample_new_clause(world, rng, held_out), lang).split()
+
+    def key() -> str:
+        start = rng.randrange(len(english))
+        return "_".join(english[start : start + rng.randint(1, 2)])
+
+    def value() -> str:
+        if rng.random() < 0.3:
+            return world.languages[lang].spell(rng.choice(world.entities[rng.choice(ENTITY_SLOTS)]))
+        start = rng.randrange(len(text))
+        return " ".join(text[start : start + rng.randint(1, 3)])
+
+    fields = {key(): value() for _ in range(rng.choice((0, 1, 2, 2, 3)))}
+    if rng.random() < 0.3:
+        return json.dumps(fields, ensure_ascii=False)
+    body = "; ".join(f"{k}: {v}" for k, v in fields.items()) or NONE_OUTPUT
+    return f"{key()} | {body}"
 
 
 def _translated_document(world: World, code: str, clause: Clause, rng: random.Random, held_out: set[Clause]) -> str:
