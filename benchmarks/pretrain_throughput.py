@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4000)
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="only the first three variants (smoke test)")
+    parser.add_argument("--only", help="only the variants whose name contains this text, e.g. 'h64'")
     args = parser.parse_args()
     variants = [
         dict(name="h128 x8 (the first world), 1 thread, fp32, batch 16", hidden=128, blocks=8, threads=1, batch=16),
@@ -88,9 +89,26 @@ def main() -> None:
         dict(name="h128 x12, 2 threads, torch.compile", hidden=128, blocks=12, threads=2, batch=16, compile=True),
         dict(name="h192 x12, 2 threads", hidden=192, blocks=12, threads=2, batch=16),
         dict(name="h96 x16, 2 threads", hidden=96, blocks=16, threads=2, batch=16),
+        # The `default` preset's shape, where per-operation overhead weighs more than at h128.
+        dict(name="h64 x12, 2 threads, bf16 autocast", hidden=64, blocks=12, threads=2, batch=16, bf16=True),
+        dict(name="h64 x12, 2 threads, fp32", hidden=64, blocks=12, threads=2, batch=16),
+        dict(name="h64 x12, 2 threads, bf16, batch 32", hidden=64, blocks=12, threads=2, batch=32, bf16=True),
+        dict(name="h64 x12, 2 threads, bf16, batch 64", hidden=64, blocks=12, threads=2, batch=64, bf16=True),
+        dict(name="h64 x12, 2 threads, torch.compile", hidden=64, blocks=12, threads=2, batch=16, compile=True),
+        dict(
+            name="h64 x12, 2 threads, torch.compile, bf16",
+            hidden=64,
+            blocks=12,
+            threads=2,
+            batch=16,
+            compile=True,
+            bf16=True,
+        ),
     ]
     if args.quick:
         variants = variants[:3]
+    if args.only:
+        variants = [v for v in variants if args.only in v["name"]]
     print(f"torch {torch.__version__}; seq_len {args.seq_len}; vocab {args.vocab}; {args.steps} timed steps")
     print("| variant | parameters (M) | tokens/s | ratio to the first | warm-up s (compile) |")
     print("|---|---|---|---|---|")

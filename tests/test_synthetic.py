@@ -134,7 +134,15 @@ def test_same_meaning_differs_in_order_across_languages():
 
 
 TINY = PretrainConfig(
-    vocab_size=400, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seq_len=32, batch_size=4, steps=3
+    vocab_size=400,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    seq_len=32,
+    batch_size=4,
+    steps=3,
+    compile=False,
 )
 
 
@@ -283,3 +291,21 @@ def test_every_character_the_tasks_write_is_common_in_the_corpus():
     # Names' letters in Hangul or Devanagari are many and each rare; the format's ASCII must be common.
     rare = {char: counts[char] for char in written if counts[char] < (30 if char.isascii() else 1)}
     assert not rare, f"characters of task outputs rare in the corpus: {rare}"
+
+
+def test_pretraining_goes_on_uncompiled_when_compiling_fails(world_dir, tmp_path, monkeypatch, caplog):
+    # Inductor needs a C++ compiler; a machine without one must still get its base model, the eager one.
+    _, paths = world_dir
+    eager = pretrain(paths.corpus, tmp_path / "eager", TINY, progress=False)
+
+    def broken(model):
+        def call(**kwargs):
+            raise RuntimeError("InductorError: no C++ compiler")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fallback = pretrain(paths.corpus, tmp_path / "fallback", dataclasses.replace(TINY, compile=True), progress=False)
+    assert "torch.compile failed (InductorError: no C++ compiler)" in caplog.text
+    assert json.loads((fallback / "pretrain.json").read_text())["compiled"] is False
+    assert (fallback / "model.safetensors").read_bytes() == (eager / "model.safetensors").read_bytes()

@@ -13,6 +13,11 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
 
 
+def _threads(results: dict) -> str:
+    count = results.get("threads", 1)
+    return "one CPU thread" if count == 1 else f"{count} CPU threads"
+
+
 def _verdict(results: dict) -> list[str]:
     """What the numbers of this run say, in sentences computed from them (no claim is written by hand)."""
     avg = {name: results["systems"][name]["averages"] for name in results["systems"]}
@@ -52,9 +57,9 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
     lines = [
         "# midalign demo: middle-layer alignment on a synthetic multilingual world",
         "",
-        f"**What ran.** Preset `{cfg['preset']}`, fine-tuning seed {cfg['seed']}, one CPU thread. A synthetic world of "
-        f"{len(languages)} languages ({', '.join(languages)}); a tiny Llama ({base['num_layers']} blocks, hidden "
-        f"{base['hidden_size']}, {base['parameters'] / 1e6:.1f}M parameters) pretrained from scratch on "
+        f"**What ran.** Preset `{cfg['preset']}`, fine-tuning seed {cfg['seed']}, {_threads(results)}. A synthetic "
+        f"world of {len(languages)} languages ({', '.join(languages)}); a tiny Llama ({base['num_layers']} "
+        f"blocks, hidden {base['hidden_size']}, {base['parameters'] / 1e6:.1f}M parameters) pretrained from scratch on "
         f"{base['corpus_tokens'] / 1e6:.2f}M tokens; then LoRA fine-tuning on slot filling in "
         f"{', '.join(supervised)} only: `baseline` (task loss), `mid-align` (task loss alternating with the "
         f"alignment loss at block {layer} of {base['num_layers']}) and `merged` (the baseline plus an "
@@ -104,5 +109,5 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
     for stage, t in results["seconds"].items():
         lines.append(f"| {stage} | {t['seconds']:.0f} | {'reused from an earlier run' if t['reused'] else ''} |")
     total = sum(t["seconds"] for t in results["seconds"].values())
-    lines += ["", f"The run that made these outputs took {total / 60:.1f} minutes on one thread.", ""]
+    lines += ["", f"The run that made these outputs took {total / 60:.1f} minutes on {_threads(results)}.", ""]
     return "\n".join(lines)

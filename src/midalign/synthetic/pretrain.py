@@ -1,4 +1,4 @@
-"""Pretrain the synthetic world's base model: a character-level BPE tokenizer and a tiny Llama, on one CPU thread.
+"""Pretrain the synthetic world's base model: a character-level BPE tokenizer and a tiny Llama, on the CPU.
 
 The model is the substrate the method is tested on, so this is a plain, readable loop (AdamW, warm-up, a constant
 rate, then a linear decay; packed sequences), not a trainer. The caller sets the thread count
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import string
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from midalign.errors import ConfigError, DataError
 from midalign.files import write_json_atomic
 
+logger = logging.getLogger(__name__)
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 INFO_FILE = "pretrain.json"  # written last: its presence with a matching key marks a finished model
 
@@ -49,14 +51,19 @@ class PretrainConfig:
     lr: float = 3e-3
     warmup_steps: int = 30
     weight_decay: float = 0.1
-    bf16: bool = True  # bf16 autocast of the forward (weights and optimizer stay fp32): 1.2x faster on one thread
+    # `torch.compile` (inductor, which needs a C++ compiler; without one the run goes on uncompiled, with a warning):
+    # 1.9x the tokens per second of the uncompiled fp32 step at hidden 64 on 2 threads, after about a minute of
+    # compiling (benchmarks/RESULTS.md, "Pretraining throughput"). bf16 autocast costs time at this size, compiled
+    # or not, so it is off (it gave 1.2x at hidden 128 on one thread, uncompiled).
+    compile: bool = True
+    bf16: bool = False
     seed: int = 0
 
     @classmethod
     def preset(cls, name: Literal["ci", "default", "bench"], **overrides) -> PretrainConfig:
         """The `ci` or `default` configuration, with field overrides."""
         presets = {
-            "ci": dict(vocab_size=1500, steps=90, num_layers=8),
+            "ci": dict(vocab_size=1500, steps=90, num_layers=8, compile=False),  # compiling takes longer than 90 steps
             "default": {},
             # Pretrained once and cached; every seed and layer run of the transfer benchmark reuses it.
             # Twice as wide as `default`: at hidden 64 this budget put the retrieval peak at block 1, at 128 at block 4.
@@ -176,25 +183,43 @@ def pretrain(corpus: str | Path, out_dir: str | Path, config: PretrainConfig, *,
         return 1.0 - 0.9 * (step - decay_start) / max(1, config.steps - decay_start)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    forward = torch.compile(model) if config.compile else model
+    compiled = config.compile
+
+    def backward(fn, batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            loss = fn(input_ids=batch, labels=batch).loss
+        loss.backward()
+        return loss
+
     generator = torch.Generator().manual_seed(config.seed)
     order, cursor, losses = torch.randperm(len(blocks), generator=generator), 0, []
     model.train()
-    for _ in tqdm(range(config.steps), desc="pretraining", disable=not progress):
+    loop_start = time.perf_counter()
+    for step in tqdm(range(config.steps), desc="pretraining", disable=not progress):
         if cursor + config.batch_size > len(order):  # a new epoch in a new order
             order, cursor = torch.randperm(len(blocks), generator=generator), 0
         batch = blocks[order[cursor : cursor + config.batch_size]]  # [B, T]
         cursor += config.batch_size
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
+        try:
+            loss = backward(forward, batch)
+        except Exception as error:  # compiling happens in the first forward and backward, and can fail there only
+            if forward is model or step > 0:
+                raise
+            logger.warning("torch.compile failed (%s); pretraining without it", str(error).strip().splitlines()[0])
+            forward, compiled = model, False
+            optimizer.zero_grad(set_to_none=True)
+            loss = backward(model, batch)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+    loop_seconds = time.perf_counter() - loop_start
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    seconds = time.perf_counter() - start
     tail = losses[-20:]
     write_json_atomic(
         out / INFO_FILE,
@@ -208,8 +233,11 @@ def pretrain(corpus: str | Path, out_dir: str | Path, config: PretrainConfig, *,
             "loss_curve": [
                 round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 3) for i in range(0, len(losses), 50)
             ],
-            "seconds": round(time.perf_counter() - start, 1),
+            "seconds": round(seconds, 1),
             "threads": torch.get_num_threads(),
+            "compiled": compiled,
+            # Over the training loop, compiling included.
+            "tokens_per_second": round(config.steps * config.batch_size * config.seq_len / loop_seconds),
         },
     )
     return out
