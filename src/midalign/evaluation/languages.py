@@ -1,37 +1,29 @@
-"""Language codes: the base language of a tag, English names for prompts, MASSIVE's locales.
+"""Language codes: the base language and script of a tag, English names for prompts, MASSIVE's locales.
 
 Tags come in three spellings in the evaluation data: ISO 639-1 (`de`), MASSIVE locales (`de-DE`)
-and FLORES-200 codes (`deu_Latn`). Scorers only need the base language (to pick a BLEU tokenizer
-or to split an utterance into characters), and prompts need an English name.
+and FLORES-200 codes (`deu_Latn`, `quy_Latn`, `yue_Hant`). They are read with `langcodes` (its CLDR and
+IANA data), so every FLORES-200 code has a name, a base language and a script without a table of ours:
+individual languages fold into their macrolanguage where CLDR does (`arb` -> `ar`, `cmn` -> `zh`, `pes` -> `fa`),
+and a tag without a script gets its language's likely script (`ja` -> `Jpan`).
 """
 
 from __future__ import annotations
 
+import functools
+
+import langcodes
+
 from midalign.errors import DataError
 
-# iso639-1, FLORES-200 / ISO 639-3 codes (the first is FLORES'), English name.
-_LANGUAGES = """
-af afr Afrikaans|am amh Amharic|ar arb,ara Arabic|az azj,aze Azerbaijani|be bel Belarusian|bg bul Bulgarian
-bn ben Bengali|ca cat Catalan|cs ces Czech|cy cym Welsh|da dan Danish|de deu German|el ell Greek
-en eng English|es spa Spanish|et est Estonian|eu eus Basque|fa pes,fas Persian|fi fin Finnish|fr fra French
-ga gle Irish|gl glg Galician|gu guj Gujarati|ha hau Hausa|he heb Hebrew|hi hin Hindi|hr hrv Croatian
-hu hun Hungarian|hy hye Armenian|id ind Indonesian|is isl Icelandic|it ita Italian|ja jpn Japanese
-jv jav Javanese|ka kat Georgian|kk kaz Kazakh|km khm Khmer|kn kan Kannada|ko kor Korean|ky kir Kyrgyz
-lo lao Lao|lt lit Lithuanian|lv lvs,lav Latvian|mk mkd Macedonian|ml mal Malayalam|mn khk,mon Mongolian
-mr mar Marathi|ms zsm,msa Malay|mt mlt Maltese|my mya Burmese|nb nob Norwegian|ne npi,nep Nepali
-nl nld Dutch|pa pan Punjabi|pl pol Polish|ps pbt,pus Pashto|pt por Portuguese|ro ron Romanian
-ru rus Russian|sk slk Slovak|sl slv Slovenian|so som Somali|sq als,sqi Albanian|sr srp Serbian
-sv swe Swedish|sw swh,swa Swahili|ta tam Tamil|te tel Telugu|th tha Thai|tl tgl Tagalog|tr tur Turkish
-uk ukr Ukrainian|ur urd Urdu|uz uzn,uzb Uzbek|vi vie Vietnamese|yo yor Yoruba|zh zho,cmn Chinese|zu zul Zulu
-"""
 
-LANGUAGE_NAMES: dict[str, str] = {}
-_ISO3_TO_ISO1: dict[str, str] = {}
-for _entry in _LANGUAGES.replace("\n", "|").split("|"):
-    if _entry.strip():
-        _iso1, _iso3s, _name = _entry.split(maxsplit=2)
-        LANGUAGE_NAMES[_iso1] = _name
-        _ISO3_TO_ISO1.update(dict.fromkeys(_iso3s.split(","), _iso1))
+@functools.cache
+def _standard(tag: str) -> langcodes.Language | None:
+    """The standardised tag (`zho_Hans` -> `zh-Hans`), or None for what is not a language tag."""
+    try:
+        return langcodes.Language.get(langcodes.standardize_tag(tag.replace("_", "-"), macro=True))
+    except (langcodes.tag_parser.LanguageTagError, ValueError):
+        return None
+
 
 MASSIVE_LOCALES: tuple[str, ...] = (
     "af-ZA", "am-ET", "ar-SA", "az-AZ", "bn-BD", "cy-GB", "da-DK", "de-DE", "el-GR", "en-US", "es-ES",
@@ -46,21 +38,39 @@ CHAR_SPLIT_LANGS: frozenset[str] = frozenset({"ja", "zh"})
 
 
 def base_language(tag: str) -> str:
-    """The lower-case base language of a tag: `de-DE` -> `de`, `zho_Hans` -> `zh`, `xx` -> `xx`.
+    """The lower-case base language of a tag: `de-DE` -> `de`, `zho_Hans` -> `zh`, `arb_Arab` -> `ar`, `xx` -> `xx`.
 
     Unknown codes are returned lower-cased as they are; `language_name` is where unknown codes fail.
     """
-    head = tag.replace("_", "-").split("-")[0].lower()
-    return _ISO3_TO_ISO1.get(head, head)
+    language = _standard(tag)
+    if language is None or language.language is None:
+        return tag.replace("_", "-").split("-")[0].lower()
+    return language.language
+
+
+def script(tag: str) -> str | None:
+    """The ISO 15924 script of a tag, its own or its language's likely one: `yue_Hant` -> `Hant`, `ja` -> `Jpan`.
+
+    None for a code `langcodes` does not know (the synthetic world's `xa`, ...).
+    """
+    language = _standard(tag)
+    if language is None or not language.is_valid():
+        return None
+    return language.maximize().script
 
 
 def language_name(tag: str) -> str:
     """English name of a language tag, for prompts such as "Translate from German to English".
 
+    The name of the base language (`arb_Arab` -> "Arabic", `quy_Latn` -> "Ayacucho Quechua").
+
     Raises:
-        DataError: the base language is not in the table (the message lists the known codes).
+        DataError: `langcodes` does not know the language (an invented or misspelt code).
     """
-    base = base_language(tag)
-    if base not in LANGUAGE_NAMES:
-        raise DataError(f"unknown language {tag!r}; known base languages: {', '.join(sorted(LANGUAGE_NAMES))}")
-    return LANGUAGE_NAMES[base]
+    language = _standard(tag)
+    if language is None or language.language is None or not language.is_valid():
+        raise DataError(f"unknown language {tag!r}: not an ISO 639 / BCP 47 / FLORES-200 code that langcodes knows")
+    name = langcodes.Language.get(language.language).language_name("en")
+    if name.startswith("Unknown language"):
+        raise DataError(f"unknown language {tag!r}: langcodes has no English name for it")
+    return name

@@ -8,28 +8,31 @@ from collections.abc import Sequence
 from sacrebleu.metrics import BLEU, CHRF
 
 from midalign.errors import ConfigError, DataError
-from midalign.evaluation.languages import base_language
+from midalign.evaluation.languages import base_language, script
 
 # The paper's COMET model, pinned so that scores stay comparable across runs.
 COMET_MODEL = "Unbabel/wmt22-comet-da"
 
-# Written without spaces between words: 13a would score whole sentences as single words.
-_CHAR_BLEU_LANGS = frozenset({"th", "lo", "km", "my"})
+# Scripts written without spaces between words (Thai, Lao, Khmer, Burmese, Tibetan): 13a would score whole
+# sentences as single words.
+_CHAR_BLEU_SCRIPTS = frozenset({"Thai", "Laoo", "Khmr", "Mymr", "Tibt"})
+_HAN = frozenset({"Hans", "Hant", "Hani"})
 
 
 @functools.cache
 def bleu_tokenizer(lang: str) -> tuple[str, str | None]:
     """The sacreBLEU tokenizer for a target language, and a note when it is a fallback.
 
-    zh -> `zh`; ja -> `ja-mecab` and ko -> `ko-mecab` when their extras are installed, otherwise
-    `char` with a note; th, lo, km, my -> `char`; everything else -> `13a` (sacreBLEU's default).
+    Chosen by the tag's script (`midalign.evaluation.languages.script`): Chinese characters (zh, yue, ...) ->
+    `zh`; Japanese -> `ja-mecab` and Korean -> `ko-mecab` when their extras are installed, otherwise `char` with a
+    note; Thai, Lao, Khmer, Burmese and Tibetan -> `char`; everything else -> `13a` (sacreBLEU's default).
 
     Example:
         >>> bleu_tokenizer("de")
         ('13a', None)
     """
-    base = base_language(lang)
-    if base == "zh":
+    base, writing = base_language(lang), script(lang)
+    if writing in _HAN:
         return "zh", None
     if base in ("ja", "ko"):
         name = f"{base}-mecab"
@@ -39,8 +42,8 @@ def bleu_tokenizer(lang: str) -> tuple[str, str | None]:
             note = f"{name} is not installed (pip install 'sacrebleu[{base}]'), BLEU falls back to 'char'"
             return "char", note
         return name, None
-    if base in _CHAR_BLEU_LANGS:
-        return "char", f"{base} has no spaces between words, BLEU uses 'char'"
+    if writing in _CHAR_BLEU_SCRIPTS:
+        return "char", f"{lang} is written without spaces between words ({writing}), BLEU uses 'char'"
     return "13a", None
 
 
