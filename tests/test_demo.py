@@ -134,3 +134,13 @@ def test_the_report_reads_as_a_result_section_in_percent(demo):
         results["systems"][n]["averages"]["transfer"]["slot_type_f1"] for n in ("baseline", "mid-align")
     )
     assert f"slot-type F1 {aligned - baseline:+.1f}" in report  # the verdict is computed from the table
+    kept = (
+        results["systems"]["mid-align"]["averages"]["supervised"]["slot_f1"]
+        - (results["systems"]["baseline"]["averages"]["supervised"]["slot_f1"])
+    )
+    verdict = "holds in this run" if abs(kept) <= 1 else "does not hold in this run"
+    assert f"*The supervised language is kept* (within 1 point): slot F1 {kept:+.1f}; {verdict}." in report
+    rise = 100 * (
+        results["retrieval"]["mid-align"]["margin"][layer] - results["retrieval"]["baseline"]["margin"][layer]
+    )
+    assert f", {rise:+.1f}; {'holds' if rise >= 25 else 'does not hold'} in this run." in report
