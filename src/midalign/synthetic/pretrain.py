@@ -52,9 +52,9 @@ class PretrainConfig:
     warmup_steps: int = 30
     weight_decay: float = 0.1
     # `torch.compile` (inductor, which needs a C++ compiler; without one the run goes on uncompiled, with a warning):
-    # 1.9x the tokens per second of the uncompiled fp32 step at hidden 64 on 2 threads, after about a minute of
-    # compiling (benchmarks/RESULTS.md, "Pretraining throughput"). bf16 autocast costs time at this size, compiled
-    # or not, so it is off (it gave 1.2x at hidden 128 on one thread, uncompiled).
+    # 1.45x the tokens per second of the uncompiled bf16 step in the real `default` run on 2 threads, a minute of
+    # compiling included (benchmarks/RESULTS.md, "Pretraining throughput"). bf16 autocast costs time at this size,
+    # compiled or not, so it is off (it gave 1.2x at hidden 128 on one thread, uncompiled).
     compile: bool = True
     bf16: bool = False
     seed: int = 0
@@ -184,7 +184,6 @@ def pretrain(corpus: str | Path, out_dir: str | Path, config: PretrainConfig, *,
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     forward = torch.compile(model) if config.compile else model
-    compiled = config.compile
 
     def backward(fn, batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
@@ -207,7 +206,7 @@ def pretrain(corpus: str | Path, out_dir: str | Path, config: PretrainConfig, *,
             if forward is model or step > 0:
                 raise
             logger.warning("torch.compile failed (%s); pretraining without it", str(error).strip().splitlines()[0])
-            forward, compiled = model, False
+            forward = model
             optimizer.zero_grad(set_to_none=True)
             loss = backward(model, batch)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -235,7 +234,7 @@ def pretrain(corpus: str | Path, out_dir: str | Path, config: PretrainConfig, *,
             ],
             "seconds": round(seconds, 1),
             "threads": torch.get_num_threads(),
-            "compiled": compiled,
+            "compiled": forward is not model,
             # Over the training loop, compiling included.
             "tokens_per_second": round(config.steps * config.batch_size * config.seq_len / loop_seconds),
         },
