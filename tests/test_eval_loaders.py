@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import types
-from typing import ClassVar
-
 import datasets
 import pytest
 from eval_fixtures import MASSIVE_ROWS, write_jsonl
@@ -13,8 +10,9 @@ from midalign.errors import ConfigError, DataError
 from midalign.evaluation.loaders import (
     MASSIVE_INTENT_SYSTEM_PROMPT,
     MASSIVE_SYSTEM_PROMPT,
+    load_examples,
     load_flores,
-    load_jsonl,
+    load_massive,
     load_massive_hf,
     load_massive_jsonl,
     load_parallel_text,
@@ -93,10 +91,23 @@ def test_massive_errors(tmp_path, massive_file):
         load_massive_jsonl(tmp_path / "nowhere.jsonl")
 
 
-class _FakeMassive(list):
-    """What `datasets.load_dataset` returns for MASSIVE: rows with the intent as a class index."""
-
-    features: ClassVar = {"intent": types.SimpleNamespace(int2str=lambda i: ["alarm_set", "play_music"][i])}
+def massive_dataset(rows) -> datasets.Dataset:
+    """MASSIVE as the hub serves it: the intent (and scenario) as ClassLabel indices."""
+    intents = datasets.ClassLabel(names=["alarm_set", "play_music"])
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "locale": datasets.Value("string"),
+            "partition": datasets.Value("string"),
+            "scenario": datasets.ClassLabel(names=["alarm", "music"]),
+            "intent": intents,
+            "utt": datasets.Value("string"),
+            "annot_utt": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_list(
+        [{**{k: r[k] for k in features if k in r}, "intent": 0, "scenario": 0} for r in rows], features=features
+    )
 
 
 def test_massive_hf_code_path(monkeypatch):
@@ -104,7 +115,7 @@ def test_massive_hf_code_path(monkeypatch):
 
     def fake_load_dataset(name, config, split):
         calls.append((name, config, split))
-        return _FakeMassive([{**r, "intent": 0} for r in MASSIVE_ROWS if r["locale"] == config])
+        return massive_dataset([r for r in MASSIVE_ROWS if r["locale"] == config])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     examples = load_massive_hf(["de-DE"], partition="dev", with_intent=True)
@@ -117,8 +128,21 @@ def test_massive_hf_code_path(monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(ConfigError, match="use the 'massive' format"):
+    with pytest.raises(DataError, match=r"AmazonScience/massive:de-DE:test: could not load from the hub: no network"):
         load_massive_hf(["de-DE"])
+
+
+def test_massive_from_any_dataset_source(tmp_path):
+    """The same examples from a Dataset object, a save_to_disk folder and a parquet file, locales filtered."""
+    dataset = massive_dataset(MASSIVE_ROWS)
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    dataset.to_parquet(str(tmp_path / "massive.parquet"))
+    expected = load_massive(dataset, locales=["de-DE"], with_intent=True)
+    assert [e["gold"] for e in expected] == ["alarm_set | time: neun uhr; date: freitag"]
+    for source in (str(tmp_path / "saved"), tmp_path / "massive.parquet"):
+        assert load_massive(source, locales=["de-DE"], with_intent=True) == expected
+    with pytest.raises(DataError, match="no examples for locale"):
+        load_massive(dataset, locales=["fr-FR"])
 
 
 def _write(path, text):
@@ -186,7 +210,7 @@ def test_parse_pairs():
 
 
 def test_generic_jsonl_per_task(tmp_path):
-    slot = load_jsonl(
+    slot = load_examples(
         write_jsonl(
             tmp_path / "slot.jsonl",
             [
@@ -198,11 +222,13 @@ def test_generic_jsonl_per_task(tmp_path):
     )
     assert slot[0]["utt"] == "wake me at nine"  # defaults to the prompt
     assert slot[1]["gold"] == "time: nine"
-    mt = load_jsonl(
+    mt = load_examples(
         write_jsonl(tmp_path / "mt.jsonl", [{"lang": "de-en", "prompt": "Hallo", "gold": "Hi", "tgt_lang": "en"}]), "mt"
     )
     assert mt[0]["tgt_lang"] == "en"
-    js = load_jsonl(write_jsonl(tmp_path / "js.jsonl", [{"lang": "en", "prompt": "p", "gold": '{"a": [1]}'}]), "json")
+    js = load_examples(
+        write_jsonl(tmp_path / "js.jsonl", [{"lang": "en", "prompt": "p", "gold": '{"a": [1]}'}]), "json"
+    )
     assert js[0]["gold"] == {"a": [1]}
 
 
@@ -225,7 +251,7 @@ def test_training_format_rows_are_read_as_examples(tmp_path):
             ],
         },
     ]
-    examples = load_jsonl(write_jsonl(tmp_path / "train-format.jsonl", rows), "slot")
+    examples = load_examples(write_jsonl(tmp_path / "train-format.jsonl", rows), "slot")
     assert [(e["prompt"], e["gold"], e.get("system_prompt")) for e in examples] == [
         ("wake me at nine", "time: nine", None),
         ("weck mich um neun", "time: neun", None),
@@ -234,7 +260,7 @@ def test_training_format_rows_are_read_as_examples(tmp_path):
     assert "completion" not in examples[0] and "messages" not in examples[1]
     bad = [{"lang": "en", "messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}]
     with pytest.raises(DataError, match=r"bad\.jsonl:1: field 'messages'"):
-        load_jsonl(write_jsonl(tmp_path / "bad.jsonl", bad), "slot")
+        load_examples(write_jsonl(tmp_path / "bad.jsonl", bad), "slot")
 
 
 @pytest.mark.parametrize(
@@ -259,19 +285,19 @@ def test_generic_jsonl_errors_name_line_and_field(tmp_path, task, rows, message)
     good = {"lang": "en", "prompt": "p", "gold": {"slot": "None", "mt": "g", "json": "{}"}[task], "tgt_lang": "en"}
     path = write_jsonl(tmp_path / "data.jsonl", [good, *rows])
     with pytest.raises(DataError, match=f"data.jsonl:{message}"):
-        load_jsonl(path, task)
+        load_examples(path, task)
 
 
 def test_blank_lines_and_non_objects(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('\n{"lang": "en", "prompt": "p", "gold": "None"}\n\n[1, 2]\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"d\.jsonl:4: expected a JSON object"):
-        load_jsonl(path, "slot")
+        load_examples(path, "slot")
     with pytest.raises(ConfigError, match="unknown task"):
         normalize_example({}, "ner")
     path.write_text("\n", encoding="utf-8")
     with pytest.raises(DataError, match="no examples"):
-        load_jsonl(path, "slot")
+        load_examples(path, "slot")
 
 
 def test_predictions_round_trip_and_aligned_files(tmp_path, massive_file):

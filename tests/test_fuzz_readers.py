@@ -23,7 +23,7 @@ from midalign.analysis.run import load_groups
 from midalign.data.readers import iter_jsonl, read_multiway, read_parallel, read_task_examples
 from midalign.errors import ConfigError, DataError
 from midalign.evaluation.loaders import (
-    load_jsonl,
+    load_examples,
     load_massive_jsonl,
     load_predictions,
     load_text_pairs,
@@ -657,7 +657,7 @@ def test_eval_jsonl_each_task(data, task, layout, kind, key):
     with tempfile.TemporaryDirectory() as tmp:
         if kind is None:
             raw, _ = lay_out([dumps(r) for r in rows], layout)
-            examples = load_jsonl(write(tmp, "e.jsonl", raw), task)
+            examples = load_examples(write(tmp, "e.jsonl", raw), task)
             assert [e["prompt"] for e in examples] == [r["prompt"] for r in rows]
             return
         if kind in ("unsafe_lang", "gold_duplicate_key", "gold_not_json"):
@@ -676,7 +676,7 @@ def test_eval_jsonl_each_task(data, task, layout, kind, key):
             raw, line, field = corrupt_file(rows, layout, index, kind, key)
         path = write(tmp, "e.jsonl", raw)
         with pytest.raises(DataError) as info:
-            load_jsonl(path, task)
+            load_examples(path, task)
         check_error(info.value, path, line, field)
 
 
@@ -844,7 +844,7 @@ def test_duplicate_keys_are_refused_naming_the_key():
         cases = [
             (lambda p: read_task_examples(p), "t.jsonl", dup, 1, "completion"),
             (lambda p: read_parallel(p), "p.jsonl", '{"en": "a", "de": "b", "de": "c"}\n', 1, "de"),
-            (lambda p: load_jsonl(p, "slot"), "e.jsonl", '{"lang": "en", "lang": "de", "prompt": "p"}', 1, "lang"),
+            (lambda p: load_examples(p, "slot"), "e.jsonl", '{"lang": "en", "lang": "de", "prompt": "p"}', 1, "lang"),
             (lambda p: load_groups(p, ["en"]), "g.json", '{\n"a": ["en"],\n"a": []}', None, "a"),
             (read_json_file, "schema.json", '{"type": "object", "type": "array"}', None, "type"),
             (read_yaml_file, "run.yaml", "lora_r: 8\nmode: baseline\nlora_r: 16\n", 3, "lora_r"),

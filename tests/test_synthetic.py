@@ -14,7 +14,7 @@ import torch
 
 from midalign.data.readers import read_multiway, read_parallel, read_task_examples
 from midalign.errors import ConfigError
-from midalign.evaluation.loaders import load_jsonl, load_massive_jsonl
+from midalign.evaluation.loaders import load_examples, load_massive_jsonl
 from midalign.evaluation.slots import parse_annot_utt, parse_slot_output
 from midalign.synthetic.languages import SOUND_CHANGES, Language, cognate
 from midalign.synthetic.pretrain import PretrainConfig, is_finished, pretrain
@@ -106,7 +106,7 @@ def test_slots_are_verbatim_and_both_formats_agree(world_dir):
         utt, slots = parse_annot_utt(raw["annot_utt"])
         assert utt == row["utt"] and tuple(slots) == parse_slot_output(row["completion"]).slots
         assert massive[row["id"]]["gold"] == row["completion"].strip()
-    assert len(load_jsonl(paths.task_test, "slot")) == len(rows)  # the evaluation loader reads it as is
+    assert len(load_examples(paths.task_test, "slot")) == len(rows)  # the evaluation loader reads it as is
 
 
 def test_entities_are_shared_in_latin_and_transliterated_elsewhere():

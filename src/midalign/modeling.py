@@ -116,14 +116,45 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool =
     return tok
 
 
+def model_init_kwargs(value, flag: str = "--model_init_kwargs") -> dict:
+    """Keyword arguments for `from_pretrained` (`dtype`, `attn_implementation`, `revision`, `device_map`,
+    `quantization_config`, ...) from a mapping or its JSON text (the command line's form).
+
+    Raises:
+        ConfigError: text that is not a JSON object, or a key that has its own option (`trust_remote_code`) or
+            that would load pickle weights (`use_safetensors`).
+    """
+    import json
+
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{flag}: not JSON ({e.msg} at character {e.pos}): {value!r}") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{flag}: expected a JSON object of from_pretrained arguments, got {type(value).__name__}")
+    refused = {"trust_remote_code": "use --trust_remote_code", "use_safetensors": "midalign loads safetensors only"}
+    for key, why in refused.items():
+        if key in value:
+            raise ConfigError(f"{flag}: {key} is not taken here ({why})")
+    return dict(value)
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,
     dtype: str | torch.dtype | None = "auto",
     trust_remote_code: bool = False,
     adapter: str | os.PathLike | None = None,
+    init_kwargs: Mapping | str | None = None,
 ):
-    """Load an `AutoModelForCausalLM` (safetensors only) and optionally a PEFT adapter on top of it."""
+    """Load an `AutoModelForCausalLM` (safetensors only) and optionally a PEFT adapter on top of it.
+
+    `init_kwargs` reach `from_pretrained` as given (see `model_init_kwargs`); a `dtype` there wins over `dtype`. A
+    `quantization_config` may be a `BitsAndBytesConfig` or its dictionary (`{"load_in_4bit": true, ...}`).
+    """
     from transformers import AutoModelForCausalLM
 
     _check_local_path(name_or_path)
@@ -142,14 +173,20 @@ def load_model(
             "checkpoint once with a trusted tool, e.g. `model.save_pretrained(folder)` (safetensors by default)"
         )
     try:
+        extra = model_init_kwargs(init_kwargs)
+        extra["dtype"] = resolve_dtype(extra.get("dtype", dtype))
+        quantization = extra.get("quantization_config")
+        if isinstance(quantization, Mapping) and {"load_in_4bit", "load_in_8bit"} & quantization.keys():
+            from transformers import BitsAndBytesConfig
+
+            extra["quantization_config"] = BitsAndBytesConfig(**quantization)
         model = AutoModelForCausalLM.from_pretrained(
-            str(name_or_path),
-            dtype=resolve_dtype(dtype),
-            trust_remote_code=trust_remote_code,
-            use_safetensors=True,
+            str(name_or_path), trust_remote_code=trust_remote_code, use_safetensors=True, **extra
         )
     except OSError as e:  # not found, offline, no safetensors on the hub, unreadable files
         raise ConfigError(f"cannot load the model {name_or_path}: {_first_line(e)}") from e
+    except ImportError as e:  # a quantization_config whose library is not installed (bitsandbytes, ...)
+        raise ConfigError(f"cannot load the model {name_or_path} as asked: {_first_line(e)}") from e
     except ValueError as e:  # a corrupt config.json, or an architecture that is not a causal LM (T5, BERT, ...)
         raise UnsupportedModelError(f"cannot load {name_or_path} as a causal LM: {_first_line(e)}") from e
     if adapter is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from midalign.analysis.metrics import METRICS
 from midalign.commands.parser import named_paths
 from midalign.errors import ConfigError
+from midalign.modeling import model_init_kwargs
 from midalign.pooling import POOLINGS
 
 DESCRIPTION = """\
@@ -21,7 +22,12 @@ class AnalyzeArguments:
     """What `midalign analyze` measures, on which model and data, and where it writes."""
 
     model_name_or_path: str = field(metadata={"help": "HF hub id or local model folder."})
-    data: str = field(metadata={"help": "FLORES-style folder or JSONL of {lang: sentence} rows."})
+    data: str = field(
+        metadata={
+            "help": "FLORES-style folder, JSONL of {lang: sentence} rows, or a data set (hub id "
+            "owner/name[:config[:split]], save_to_disk folder, parquet) of such rows, translation dicts or FLORES+."
+        }
+    )
     output_dir: str = field(metadata={"help": "Output folder."})
     adapters: list[str] | None = field(
         default=None, metadata={"help": "PEFT adapters to compare.", "metavar": "NAME=PATH"}
@@ -40,6 +46,13 @@ class AnalyzeArguments:
     max_length: int = field(default=128, metadata={"help": "Tokens per sentence (truncated)."})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
+    model_init_kwargs: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON object of from_pretrained arguments: dtype, attn_implementation, revision, device_map, "
+            'quantization_config, e.g. \'{"attn_implementation": "sdpa", "revision": "main"}\'.'
+        },
+    )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Where pooled vectors are cached (default: OUTPUT_DIR/cache)."}
     )
@@ -48,6 +61,7 @@ class AnalyzeArguments:
         self.adapter_paths = named_paths(self.adapters, flag="--adapters")
         if not self.include_base and not self.adapter_paths:
             raise ConfigError("--no_include_base needs at least one adapter in --adapters")
+        model_init_kwargs(self.model_init_kwargs)  # a bad JSON object fails here, before anything loads
 
 
 ARGUMENTS = AnalyzeArguments
@@ -68,7 +82,12 @@ def run(args: AnalyzeArguments) -> int:
     languages = sorted(read_multiway(args.data, args.languages))  # validate the data before loading the model
     groups = load_groups(args.groups, languages)
     tokenizer = load_tokenizer(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    model = load_model(args.model_name_or_path, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    model = load_model(
+        args.model_name_or_path,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        init_kwargs=args.model_init_kwargs,
+    )
     result = analyze(
         model,
         tokenizer,

@@ -9,6 +9,7 @@ from typing import Literal, get_args
 from midalign.commands.parser import named_paths
 from midalign.errors import ConfigError, DataError
 from midalign.files import read_json_file
+from midalign.modeling import model_init_kwargs
 
 Format = Literal["jsonl", "massive", "massive-hf", "text", "flores"]
 FORMATS = get_args(Format)
@@ -26,6 +27,7 @@ GROUPS = {
         "dtype",
         "device",
         "trust_remote_code",
+        "model_init_kwargs",
         "batch_size",
         "max_new_tokens",
         "chat_template",
@@ -58,8 +60,9 @@ class EvaluateArguments:
     data: str | None = field(
         default=None,
         metadata={
-            "help": "jsonl/massive: a file (massive: or the folder of <locale>.jsonl); text: a path pattern with "
-            "{lang} (and {src}, {tgt}); flores: the dataset folder."
+            "help": "jsonl: a JSONL, parquet, CSV or JSON file, a save_to_disk folder or a hub id "
+            "owner/name[:config[:split]]; massive: the same, or the release's folder of <locale>.jsonl; text: a path "
+            "pattern with {lang} (and {src}, {tgt}); flores: the dataset folder."
         },
     )
     locales: list[str] | None = field(default=None, metadata={"help": "massive, massive-hf: locales to evaluate."})
@@ -76,6 +79,13 @@ class EvaluateArguments:
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu, cuda, cuda:1, ..."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repository's own code."})
+    model_init_kwargs: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON object of from_pretrained arguments: dtype, attn_implementation, revision, device_map, "
+            'quantization_config, e.g. \'{"attn_implementation": "sdpa", "revision": "main"}\'.'
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
     max_new_tokens: int = field(default=128, metadata={"help": "Tokens generated per prompt at most."})
     chat_template: Literal["auto", "on", "off"] = field(
@@ -106,9 +116,18 @@ class EvaluateArguments:
             raise ConfigError("--adapters needs --model_name_or_path")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+        model_init_kwargs(self.model_init_kwargs)  # a bad JSON object fails here, before anything loads
 
 
 ARGUMENTS = EvaluateArguments
+
+
+def _is_massive_release(data: str) -> bool:
+    """MASSIVE's JSONL release: one `.jsonl` file or its folder of `<locale>.jsonl` (rows carry a `partition`)."""
+    from midalign.data.sources import is_saved_dataset
+
+    path = Path(data)
+    return path.suffix.lower() == ".jsonl" or (path.is_dir() and not is_saved_dataset(path))
 
 
 def _load_data(args: EvaluateArguments) -> list[dict]:
@@ -127,9 +146,11 @@ def _load_data(args: EvaluateArguments) -> list[dict]:
         raise ConfigError(f"--format {args.format} is for --task mt")
     massive = {"partition": args.partition, "with_intent": args.with_intent}
     if args.format == "jsonl":
-        examples = loaders.load_jsonl(args.data, args.task)
-    elif args.format == "massive":
+        examples = loaders.load_examples(args.data, args.task)
+    elif args.format == "massive" and _is_massive_release(args.data):
         examples = loaders.load_massive_jsonl(args.data, locales=args.locales, **massive)
+    elif args.format == "massive":  # MASSIVE's columns in any other source: the split names the partition
+        examples = loaders.load_massive(args.data, locales=args.locales, with_intent=args.with_intent)
     elif args.format == "massive-hf":
         examples = loaders.load_massive_hf(args.locales, **massive)
     elif args.format == "text":
@@ -178,8 +199,14 @@ def _generate(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]
     adapters = named_paths(args.adapters, flag="--adapters")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     tokenizer = load_tokenizer(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    model = load_model(args.model_name_or_path, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    model = model.to(device)
+    model = load_model(
+        args.model_name_or_path,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        init_kwargs=args.model_init_kwargs,
+    )
+    if "device_map" not in model_init_kwargs(args.model_init_kwargs):  # else accelerate placed it already
+        model = model.to(device)
     output_dir = Path(args.output_dir)
     systems = {}
     for name, system_model in adapter_systems(model, adapters, include_base=args.include_base or not adapters):

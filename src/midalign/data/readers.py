@@ -19,10 +19,11 @@ must be file-name safe (`midalign.files.check_name`: letters, digits, `.`, `_`, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from midalign.data.sources import Source, describe, is_saved_dataset, records
 from midalign.errors import ConfigError, DataError
 from midalign.files import check_name, loads_json
 
@@ -175,11 +176,23 @@ def _row_kind(row: dict) -> str:
     return "messages" if "messages" in row else "chat" if isinstance(row["prompt"], list) else "text"
 
 
-def read_task_examples(path: str | os.PathLike) -> list[dict]:
-    """Read and validate a task JSONL file (formats in the module docstring)."""
-    rows = [(line, parse_task_record(obj, path, line)) for line, obj in iter_jsonl(path)]
+def _task_row(obj: dict, origin: str, line: int) -> dict:
+    """One task row: a MASSIVE row (`utt`, `annot_utt`, `locale`) becomes a chat row; others are validated."""
+    if "annot_utt" in obj and not {"prompt", "messages", "prefix"} & obj.keys():
+        from midalign.evaluation.loaders.massive import massive_task_record
+
+        return massive_task_record(obj, origin, line)
+    return parse_task_record(obj, origin, line)
+
+
+def read_task_examples(source: Source, *, columns: Mapping[str, str] | None = None) -> list[dict]:
+    """Read and validate task examples from any source (`midalign.data.sources`; formats in the module docstring).
+
+    `columns` maps the fields above to the source's column names (`{"prompt": "question", "completion": "answer"}`).
+    """
+    rows = [(line, _task_row(obj, origin, line)) for origin, line, obj in records(source, columns=columns)]
     if not rows:
-        raise DataError("no examples", path=str(path))
+        raise DataError("no examples", path=describe(source))
     # One format per file: the trainer prepares a dataset of one schema.
     kinds = {"messages": "chat 'messages' rows", "chat": "conversational prompt/completion rows"}
     first = _row_kind(rows[0][1])
@@ -189,59 +202,134 @@ def read_task_examples(path: str | os.PathLike) -> list[dict]:
             odd = sorted({first, kind}, key=["messages", "chat", "text"].index)  # the chat kind named first
             what = " with ".join(kinds.get(k, "'prompt'/'completion' rows") for k in odd)
             field = "messages" if "messages" in odd else "prompt"
-            raise DataError(f"mixes {what}", path=str(path), line=line, field=field)
+            raise DataError(f"mixes {what}", path=describe(source), line=line, field=field)
     return [row for _, row in rows]
 
 
-def _pivot_pairs(row: dict[str, str], pivot: str, origin: str) -> list[Pair]:
+def _pivot_pairs(row: dict[str, str], pivot: str, path: str, line: int | None) -> list[Pair]:
     if pivot not in row:
-        raise DataError(f"pivot language {pivot!r} missing from a multi-way row", path=origin, field=pivot)
+        raise DataError(f"pivot language {pivot!r} missing", path=path, line=line, field=pivot)
+    origin = f"{path}:{line}"
     return [Pair(row[lang], row[pivot], lang, pivot, origin) for lang in sorted(row) if lang != pivot]
 
 
-def read_parallel(path: str | os.PathLike, *, pivot: str = "en") -> list[Pair]:
-    """Read parallel pairs from a JSONL file, a TSV file or a FLORES-style folder (see the module docstring).
+def _sources(source) -> list:
+    """A list of sources from one source or several (a list of row dictionaries is one source)."""
+    if isinstance(source, list | tuple) and source and not isinstance(source[0], Mapping):
+        return list(source)
+    return [source]
 
-    Multi-way data (folders, or JSONL rows keyed by language) becomes one pair per non-pivot language, with the
-    non-pivot sentence as `src` (the query side) and the pivot sentence as `tgt`, as in the paper (X -> En).
+
+def _long_key(obj: dict) -> str | None:
+    """The language of a FLORES+ row (`iso_639_3` + `iso_15924`: `deu_Latn`), None for other rows."""
+    if {"iso_639_3", "iso_15924", "text"} <= obj.keys():
+        return f"{obj['iso_639_3']}_{obj['iso_15924']}"
+    return None
+
+
+def _multiway_row(obj: dict, path: str, line: int) -> dict[str, str]:
+    """`{language: sentence}` of a multi-way row: a `translation` dict (WMT-style datasets), `sentence_<lang>`
+    columns (FLORES-200 pair configs), or one column per language."""
+    if isinstance(obj.get("translation"), Mapping):
+        obj, prefix = obj["translation"], ""
+    elif any(k.startswith("sentence_") for k in obj):
+        obj, prefix = {k: v for k, v in obj.items() if k.startswith("sentence_")}, "sentence_"
+    else:
+        obj, prefix = {k: obj[k] for k in _language_fields(obj)}, ""
+    return {_lang(k[len(prefix) :], path, line, k): _text(obj, k, path, line) for k in obj}
+
+
+class _MultiwayRows:
+    """Collects multi-way rows, and FLORES+ rows (one sentence per row) grouped into rows by their `id`."""
+
+    def __init__(self, languages: list[str] | None, pivot: str | None = None):
+        self.keep = None if languages is None else {*languages, *([pivot] if pivot else [])}
+        self.rows: list[tuple[str, int, dict[str, str]]] = []  # (file or dataset, line or row, {lang: sentence})
+        self._by_id: dict[object, dict[str, str]] = {}
+        self._id_origin: dict[object, tuple[str, int]] = {}
+
+    def add(self, origin: str, line: int, obj: dict) -> None:
+        lang = _long_key(obj)
+        if lang is None:
+            self.add_row(origin, line, _multiway_row(obj, origin, line))
+            return
+        lang = _lang(lang, origin, line, "iso_639_3")
+        if self.keep is not None and lang not in self.keep:
+            return
+        if "id" not in obj:
+            raise DataError("missing (FLORES+ rows are grouped by id)", path=origin, line=line, field="id")
+        group = self._by_id.setdefault(obj["id"], {})
+        if lang in group:
+            raise DataError(f"a second {lang} sentence for id {obj['id']!r}", path=origin, line=line, field="id")
+        group[lang] = _text(obj, "text", origin, line)
+        self._id_origin.setdefault(obj["id"], (origin, line))
+
+    def add_row(self, origin: str, line: int, row: dict[str, str]) -> None:
+        if self.keep is not None:
+            row = {k: v for k, v in row.items() if k in self.keep}
+        self.rows.append((origin, line, row))
+
+    def all_rows(self) -> list[tuple[str, int, dict[str, str]]]:
+        return self.rows + [(*self._id_origin[i], group) for i, group in self._by_id.items()]
+
+
+def read_parallel(
+    source: Source,
+    *,
+    pivot: str = "en",
+    languages: list[str] | None = None,
+    columns: Mapping[str, str] | None = None,
+) -> list[Pair]:
+    """Read parallel pairs from one source or a list of them (see the module docstring and `midalign.data.sources`).
+
+    Multi-way data (folders, rows keyed by language, `translation` dicts, FLORES+ rows grouped by `id` across the
+    sources) becomes one pair per non-pivot language, with the non-pivot sentence as `src` (the query side) and the
+    pivot sentence as `tgt`, as in the paper (X -> En). `languages` keeps only pairs between these languages and
+    the pivot (or, for explicit pairs, between two of them and the pivot); each must occur.
     """
-    path = Path(path)
-    if path.is_dir():
-        table = read_multiway(path)
-        if pivot not in table:
-            raise DataError(
-                f"pivot language {pivot!r} has no file; languages: {sorted(table)}", path=str(path), field=pivot
-            )
-        n = len(table[pivot])
-        return [
-            p for i in range(n) for p in _pivot_pairs({k: v[i] for k, v in table.items()}, pivot, f"{path}:{i + 1}")
-        ]
-    if path.suffix.lower() == ".tsv":
-        return _read_parallel_tsv(path)
     pairs: list[Pair] = []
-    for line, obj in iter_jsonl(path):
-        origin = f"{path}:{line}"
-        if "src" in obj or "tgt" in obj:
-            pairs.append(_pair(obj, path, line, origin))
-        elif AUTHORS_PAIR_FIELDS[0] in obj:
-            src, tgt = (_text(obj, k, path, line) for k in AUTHORS_PAIR_FIELDS)
-            src_lang = _text(obj, "src_lang", path, line).strip() if "src_lang" in obj else "x"
-            pairs.append(Pair(src, tgt, _lang(src_lang, path, line, "src_lang"), pivot, origin))
-        else:
-            row = {_lang(lang, path, line, lang): _text(obj, lang, path, line) for lang in _language_fields(obj)}
-            if len(row) < 2:
+    multiway = _MultiwayRows(languages, pivot)
+    for one in _sources(source):
+        path = Path(one) if isinstance(one, str | os.PathLike) else None
+        if path is not None and path.is_dir() and not is_saved_dataset(path):
+            table = read_multiway(path)
+            if pivot not in table:
                 raise DataError(
-                    "expected src/tgt/src_lang/tgt_lang, or a multi-way row of >= 2 languages",
-                    path=str(path),
-                    line=line,
-                    field="src",
+                    f"pivot language {pivot!r} has no file; languages: {sorted(table)}", path=str(path), field=pivot
                 )
-            try:
-                pairs.extend(_pivot_pairs(row, pivot, origin))
-            except DataError as e:
-                raise DataError(f"pivot language {pivot!r} missing", path=str(path), line=line, field=pivot) from e
+            for i in range(len(table[pivot])):
+                multiway.add_row(str(path), i + 1, {k: v[i] for k, v in table.items()})
+        elif path is not None and path.suffix.lower() == ".tsv":
+            pairs += _read_parallel_tsv(path)
+        else:
+            for origin, line, obj in records(one, columns=columns):
+                if "src" in obj or "tgt" in obj:
+                    pairs.append(_pair(obj, origin, line, f"{origin}:{line}"))
+                elif AUTHORS_PAIR_FIELDS[0] in obj:
+                    src, tgt = (_text(obj, k, origin, line) for k in AUTHORS_PAIR_FIELDS)
+                    src_lang = _text(obj, "src_lang", origin, line).strip() if "src_lang" in obj else "x"
+                    pairs.append(Pair(src, tgt, _lang(src_lang, origin, line, "src_lang"), pivot, f"{origin}:{line}"))
+                else:
+                    multiway.add(origin, line, obj)
+    if languages is not None:
+        wanted = {*languages, pivot}
+        pairs = [p for p in pairs if p.src_lang in wanted and p.tgt_lang in wanted]
+    for origin, line, row in multiway.all_rows():
+        if len(row) < 2 and languages is None:
+            raise DataError(
+                "expected src/tgt/src_lang/tgt_lang, or a multi-way row of >= 2 languages",
+                path=origin,
+                line=line,
+                field="src",
+            )
+        pairs += _pivot_pairs(row, pivot, origin, line)
+    if languages is not None:
+        found = {lang for p in pairs for lang in (p.src_lang, p.tgt_lang)}
+        absent = [lang for lang in languages if lang not in found]
+        if absent:
+            raise DataError(f"no pairs for language(s) {absent}", path=describe(source))
     if not pairs:
-        raise DataError("no parallel pairs", path=str(path))
+        raise DataError("no parallel pairs", path=describe(source))
     return pairs
 
 
@@ -279,14 +367,16 @@ def _read_parallel_tsv(path: Path) -> list[Pair]:
     return pairs
 
 
-def read_multiway(path: str | os.PathLike, languages: list[str] | None = None) -> dict[str, list[str]]:
-    """Read a multi-way parallel set: a FLORES-style folder or a JSONL file of `{lang: sentence}` rows.
+def read_multiway(source: Source, languages: list[str] | None = None) -> dict[str, list[str]]:
+    """Read a multi-way parallel set from one source or a list of them: a FLORES-style folder, rows of
+    `{lang: sentence}` (or `translation` dicts, or `sentence_<lang>` columns), or FLORES+ rows grouped by `id`.
 
     Returns `{language: sentences}` with every language holding the same number of sentences, aligned by index.
     """
-    path = Path(path)
     table: dict[str, list[str]] = {}
-    if path.is_dir():
+    name = describe(source)
+    path = Path(source) if isinstance(source, str | os.PathLike) else None
+    if path is not None and path.is_dir() and not is_saved_dataset(path):
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         for file in files:
             lang = _lang(file.name.split(".")[0], file, None, "file name")
@@ -299,24 +389,38 @@ def read_multiway(path: str | os.PathLike, languages: list[str] | None = None) -
                 sentences.append(text)
             table[lang] = sentences
     else:
-        for line, obj in iter_jsonl(path):
-            row = {_lang(lang, path, line, lang): _text(obj, lang, path, line) for lang in _language_fields(obj)}
+        rows = _MultiwayRows(languages)
+        for one in _sources(source):
+            for origin, line, obj in records(one):
+                rows.add(origin, line, obj)
+        for origin, line, row in rows.all_rows():
             if table and set(row) != set(table):
                 raise DataError(
-                    f"languages {sorted(row)} differ from the first row's {sorted(table)}", path=str(path), line=line
+                    f"languages {sorted(row)} differ from the first row's {sorted(table)}", path=origin, line=line
                 )
             for lang, sentence in row.items():
                 table.setdefault(lang, []).append(sentence)
     if not table:
-        raise DataError("no languages found", path=str(path))
+        raise DataError("no languages found", path=name)
     counts = {lang: len(s) for lang, s in table.items()}
     if len(set(counts.values())) > 1:
-        raise DataError(f"languages have different sentence counts: {counts}", path=str(path))
+        raise DataError(f"languages have different sentence counts: {counts}", path=name)
     if not any(counts.values()):
-        raise DataError("no sentences", path=str(path))
+        raise DataError("no sentences", path=name)
     if languages is not None:
         unknown = [lang for lang in languages if lang not in table]
         if unknown:
-            raise DataError(f"unknown languages {unknown}; available: {sorted(table)}", path=str(path))
+            raise DataError(f"unknown languages {unknown}; available: {sorted(table)}", path=name)
         table = {lang: table[lang] for lang in languages}
     return table
+
+
+def as_pairs(data, *, pivot: str = "en", languages: list[str] | None = None) -> list[Pair]:
+    """Parallel pairs from what a Python caller has: a list of `Pair`s (kept, filtered by `languages`), or any
+    source `read_parallel` reads (a `datasets.Dataset`, a list of row dictionaries, paths, hub ids)."""
+    if isinstance(data, list | tuple) and data and all(isinstance(p, Pair) for p in data):
+        if languages is None:
+            return list(data)
+        wanted = {*languages, pivot}
+        return [p for p in data if p.src_lang in wanted and p.tgt_lang in wanted]
+    return read_parallel(data, pivot=pivot, languages=languages)

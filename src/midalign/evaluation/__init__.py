@@ -15,8 +15,9 @@ from midalign.evaluation.generation import adapter_systems, generate
 from midalign.evaluation.languages import CHAR_SPLIT_LANGS, MASSIVE_LOCALES, base_language, language_name
 from midalign.evaluation.loaders import (
     MASSIVE_SYSTEM_PROMPT,
+    load_examples,
     load_flores,
-    load_jsonl,
+    load_massive,
     load_massive_hf,
     load_massive_jsonl,
     load_parallel_text,
@@ -65,8 +66,9 @@ __all__ = [
     "generate",
     "language_name",
     "language_table",
+    "load_examples",
     "load_flores",
-    "load_jsonl",
+    "load_massive",
     "load_massive_hf",
     "load_massive_jsonl",
     "load_parallel_text",

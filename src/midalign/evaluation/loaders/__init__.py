@@ -19,10 +19,11 @@ One module per format: `examples` (the shape above, JSONL and the training forma
 `plain_text` (one sentence per line: WMT, FLORES) and `predictions` (files to re-score).
 """
 
-from midalign.evaluation.loaders.examples import TASKS, load_jsonl, normalize_example, read_jsonl
+from midalign.evaluation.loaders.examples import TASKS, load_examples, normalize_example, read_jsonl
 from midalign.evaluation.loaders.massive import (
     MASSIVE_INTENT_SYSTEM_PROMPT,
     MASSIVE_SYSTEM_PROMPT,
+    load_massive,
     load_massive_hf,
     load_massive_jsonl,
 )
@@ -39,8 +40,9 @@ __all__ = [
     "MASSIVE_INTENT_SYSTEM_PROMPT",
     "MASSIVE_SYSTEM_PROMPT",
     "TASKS",
+    "load_examples",
     "load_flores",
-    "load_jsonl",
+    "load_massive",
     "load_massive_hf",
     "load_massive_jsonl",
     "load_parallel_text",

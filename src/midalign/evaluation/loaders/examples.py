@@ -141,13 +141,19 @@ def normalize_example(
     return example
 
 
-def load_jsonl(path: str | os.PathLike, task: str) -> list[dict[str, Any]]:
-    """Examples for `task` from a JSONL file, one object per line (fields: see `midalign.evaluation.loaders`).
+def load_examples(source, task: str, *, columns: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Examples for `task` from any `midalign.data.sources` source: a JSONL file (one object per line), a
+    `datasets.Dataset`, a `save_to_disk` folder, a parquet/CSV/JSON file or a hub id. Fields: see
+    `midalign.evaluation.loaders`; `columns` maps them to the source's column names (`{"prompt": "text"}`).
 
     Example line for `slot`:
         `{"lang": "de-DE", "prompt": "weck mich um neun", "gold": "time: neun"}`
     """
-    examples = [normalize_example(row, task, path=str(path), line=n) for n, row in read_jsonl(path)]
+    from midalign.data.sources import describe, records
+
+    examples = [
+        normalize_example(row, task, path=origin, line=n) for origin, n, row in records(source, columns=columns)
+    ]
     if not examples:
-        raise DataError("no examples", path=str(path))
+        raise DataError("no examples", path=describe(source))
     return examples

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from midalign.errors import ConfigError, DataError
+from midalign.errors import DataError
 from midalign.evaluation.languages import MASSIVE_LOCALES
 from midalign.evaluation.loaders.examples import lang_field, read_jsonl, require_field
 from midalign.evaluation.slots import format_slots, parse_annot_utt
@@ -92,6 +92,55 @@ def load_massive_jsonl(
     return examples
 
 
+def massive_task_record(row: Mapping, path: str, line: int, *, with_intent: bool = False) -> dict[str, Any]:
+    """A MASSIVE row as a training row: the system prompt, the utterance, and the slots as the answer (chat form,
+    so it needs a tokenizer with a chat template; the same prompt `midalign evaluate --format massive` uses)."""
+    example = _massive_example(
+        row,
+        {"path": path, "line": line},
+        with_intent=with_intent,
+        system_prompt=MASSIVE_INTENT_SYSTEM_PROMPT if with_intent else MASSIVE_SYSTEM_PROMPT,
+    )
+    return {
+        "messages": [
+            {"role": "system", "content": example["system_prompt"]},
+            {"role": "user", "content": example["prompt"]},
+            {"role": "assistant", "content": example["gold"]},
+        ]
+    }
+
+
+def load_massive(
+    source,
+    *,
+    locales: Sequence[str] | None = None,
+    with_intent: bool = False,
+    system_prompt: str | None = None,
+) -> list[dict[str, Any]]:
+    """MASSIVE slot-filling examples from any `midalign.data.sources` source with MASSIVE's columns (`locale`,
+    `utt`, `annot_utt`, `intent` as a name or a ClassLabel): a `datasets.Dataset`, a `save_to_disk` folder, a
+    parquet file, or a hub id such as `AmazonScience/massive:de-DE:test`.
+
+    Raises:
+        DataError: a malformed row (named by its 1-based row number), unknown locales, or a requested locale
+            without examples.
+    """
+    from midalign.data.sources import describe, records
+
+    _check_locales(locales)
+    system_prompt = system_prompt or (MASSIVE_INTENT_SYSTEM_PROMPT if with_intent else MASSIVE_SYSTEM_PROMPT)
+    examples = []
+    for origin, number, row in records(source):
+        where = {"path": origin, "line": number}
+        if locales and require_field(row, "locale", str, where) not in locales:
+            continue
+        examples.append(_massive_example(row, where, with_intent=with_intent, system_prompt=system_prompt))
+    missing = [loc for loc in locales or () if not any(e["lang"] == loc for e in examples)]
+    if missing or not examples:
+        raise DataError(f"no examples for locale(s) {missing or 'any'}", path=describe(source))
+    return examples
+
+
 def load_massive_hf(
     locales: Sequence[str],
     *,
@@ -99,37 +148,24 @@ def load_massive_hf(
     with_intent: bool = False,
     system_prompt: str | None = None,
 ) -> list[dict[str, Any]]:
-    """MASSIVE slot-filling examples from the Hugging Face dataset `AmazonScience/massive`.
+    """MASSIVE slot-filling examples from the Hugging Face dataset `AmazonScience/massive`, one config per locale.
 
     Needs network access (or a populated `datasets` cache). Same arguments as `load_massive_jsonl`;
     `partition` uses MASSIVE's names (`dev` reads the `validation` split).
 
     Raises:
-        DataError: unknown locales or partition.
-        ConfigError: the dataset could not be loaded (recent `datasets` no longer run its loading
-            script; then download the JSONL release and use `load_massive_jsonl`).
+        DataError: unknown locales or partition, or the dataset could not be loaded (then download the JSONL
+            release and use `load_massive_jsonl`).
     """
-    import datasets
-
     _check_locales(locales)
     if partition not in _HF_SPLITS:
         raise DataError(f"unknown MASSIVE partition {partition!r}; choose one of {sorted(_HF_SPLITS)}")
-    system_prompt = system_prompt or (MASSIVE_INTENT_SYSTEM_PROMPT if with_intent else MASSIVE_SYSTEM_PROMPT)
-    examples = []
-    for locale in locales:
-        try:
-            dataset = datasets.load_dataset("AmazonScience/massive", locale, split=_HF_SPLITS[partition])
-        except Exception as e:  # network, cache, or loading-script errors all mean the same to the user
-            raise ConfigError(
-                f"could not load AmazonScience/massive ({locale}): {e}; "
-                "download the MASSIVE JSONL release and use the 'massive' format instead"
-            ) from e
-        # The HF dataset stores the intent as a class index.
-        intent_feature = dataset.features["intent"]
-        for number, row in enumerate(dataset, start=1):
-            row = dict(row)
-            if isinstance(row.get("intent"), int):
-                row["intent"] = intent_feature.int2str(row["intent"])
-            where = {"path": f"AmazonScience/massive:{locale}:{_HF_SPLITS[partition]}", "line": number}
-            examples.append(_massive_example(row, where, with_intent=with_intent, system_prompt=system_prompt))
-    return examples
+    return [
+        example
+        for locale in locales
+        for example in load_massive(
+            f"AmazonScience/massive:{locale}:{_HF_SPLITS[partition]}",
+            with_intent=with_intent,
+            system_prompt=system_prompt,
+        )
+    ]

@@ -18,7 +18,7 @@ def load_predictions(path: str | os.PathLike, task: str) -> tuple[list[dict[str,
     Each line is an example plus a string `prediction` and the name of the `system` that made it.
 
     Raises:
-        DataError: as `load_jsonl`, or a line without a string `prediction`.
+        DataError: as `load_examples`, or a line without a string `prediction`.
     """
     examples, predictions = [], []
     for number, row in read_jsonl(path):
