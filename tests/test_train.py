@@ -215,8 +215,8 @@ def test_bad_inputs_fail_before_training(data, tokenizer, tmp_path):
         build_trainer(config(data, align_layer="9"), model=make_model(), tokenizer=tokenizer)
     with pytest.raises(UnsupportedModelError):
         build_trainer(config(data), model=torch.nn.Linear(2, 2), tokenizer=tokenizer)
-    with pytest.raises(ConfigError, match="needs parallel_data"):
-        config(data, parallel_data=None)
+    with pytest.raises(ConfigError, match="needs parallel_data"):  # paths are checked where files are read
+        build_trainer(config(data, parallel_data=None), model=make_model(), tokenizer=tokenizer)
     with pytest.raises(ConfigError, match="align_pooling"):
         config(data, align_pooling="first")
     chat = write_jsonl(

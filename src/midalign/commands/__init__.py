@@ -1,7 +1,8 @@
 """The `midalign` commands, one module each: `train`, `evaluate`, `analyze`, `merge`, `demo`.
 
 Each module holds the command's arguments as one dataclass (`ARGUMENTS`; for `train` it is `MidAlignConfig`),
-its `DESCRIPTION` and `run(arguments) -> int`, which raises midalign's errors and leaves reporting them to
+optionally `DEFAULTS` that differ from the dataclass's (`train`: the paper's recipe), its `DESCRIPTION` and
+`run(arguments) -> int`, which raises midalign's errors and leaves reporting them to
 `midalign.cli.main`. Every command is parsed the same way (`parser.CommandParser`): underscore flags named as the
 fields, `--config FILE.yaml`, and the same name for the same thing in every command (`model_name_or_path`,
 `output_dir`, `dtype`, `pivot_language`, `max_length`, `batch_size`, `trust_remote_code`, `adapters`).
@@ -39,6 +40,7 @@ def command_parser(command: str):
         description=module.DESCRIPTION,
         usage=getattr(module, "USAGE", None),
         groups=getattr(module, "GROUPS", None),
+        defaults=getattr(module, "DEFAULTS", None),
     )
 
 

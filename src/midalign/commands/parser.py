@@ -36,10 +36,20 @@ class CommandParser(HfArgumentParser):
         prog: shown in the help, e.g. `midalign analyze`.
         groups: `{title: [field, ...]}`: help sections after the ungrouped fields, in this order. Without them, a
             dataclass that extends another shows its own fields in one section and the inherited ones in the next.
+        defaults: `{field: value}` that replace the dataclass's defaults for this command (a YAML file and flags
+            still override them).
         **kwargs: passed to `argparse.ArgumentParser` (`description`, `usage`, ...).
     """
 
-    def __init__(self, dataclass_type: type, *, prog: str, groups: dict[str, Sequence[str]] | None = None, **kwargs):
+    def __init__(
+        self,
+        dataclass_type: type,
+        *,
+        prog: str,
+        groups: dict[str, Sequence[str]] | None = None,
+        defaults: dict | None = None,
+        **kwargs,
+    ):
         if "config" in {f.name for f in dataclasses.fields(dataclass_type)}:
             raise TypeError(f"{dataclass_type.__name__} has a field 'config', which {CONFIG_FLAG} needs for itself")
         super().__init__(dataclass_type, prog=prog, formatter_class=_Formatter, **kwargs)
@@ -50,6 +60,7 @@ class CommandParser(HfArgumentParser):
             help="YAML file of these options (keys as the flags, without --); flags given with it override it",
         )
         self._group_help(dataclass_type, groups or _own_then_inherited(dataclass_type))
+        self._set_defaults(defaults or {})
 
     def _group_help(self, dataclass_type: type, groups: dict[str, Sequence[str]]) -> None:
         """Move each field's flags into its help section (the flags parse the same whichever section shows them).
@@ -107,6 +118,14 @@ class CommandParser(HfArgumentParser):
                 actions.setdefault(action.dest, action)
         return actions
 
+    def _set_defaults(self, values: dict) -> None:
+        """Make `values` the defaults of their fields' flags (and of their `--no_<field>` complements)."""
+        for key, value in values.items():
+            for flag_action in self._actions:
+                if flag_action.dest == key:
+                    flag_action.default = value
+                    flag_action.required = False
+
     def _apply_file(self, path: str) -> None:
         """Set the defaults the YAML file names (its values are then checked as flags are, before any use)."""
         settings = read_yaml_file(path)
@@ -115,13 +134,7 @@ class CommandParser(HfArgumentParser):
         if unknown:
             raise ConfigError(f"{path}: unknown settings {unknown} for {self.prog} (`{self.prog} --help` lists them)")
         actions = self._actions_by_field()
-        for key, value in settings.items():
-            action = actions[key]
-            value = _from_yaml(path, key, value, action)
-            for flag_action in self._actions:  # the field's flag, and its `--no_<field>` complement if any
-                if flag_action.dest == key:
-                    flag_action.default = value
-                    flag_action.required = False
+        self._set_defaults({key: _from_yaml(path, key, value, actions[key]) for key, value in settings.items()})
 
     def _refuse_repeated_lists(self, argv: list[str]) -> None:
         """A list option given twice would keep only its last values: refuse it (list them after one flag)."""

@@ -1,8 +1,7 @@
 """`MidAlignConfig`: one dataclass extending TRL's `SFTConfig` (itself `TrainingArguments`).
 
 It yields the Python API, the CLI flags (`midalign train --key value`) and the YAML file (`--config run.yaml`).
-No `from __future__ import annotations` here: TRL's argument parser reads these annotations as real types, and
-`report_to` must keep transformers' own `None | str | list[str]` order.
+No `from __future__ import annotations` here: TRL's argument parser reads these annotations as real types.
 """
 
 import math
@@ -21,6 +20,12 @@ MODES = ("baseline", "mid-align", "align-only")
 ALL_LINEAR = "all-linear"
 
 
+# The paper's optimisation (Liu & Niehues 2025: lr 5e-4, inverse square-root decay, 3% warm-up): the defaults of
+# `midalign train` and of configs/paper/*.yaml. `MidAlignConfig` itself keeps SFTConfig's defaults; in Python,
+# `MidAlignConfig(**PAPER_RECIPE, ...)` asks for the paper's.
+PAPER_RECIPE = {"learning_rate": 5e-4, "lr_scheduler_type": "inverse_sqrt", "warmup_steps": 0.03}
+
+
 def _finite(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -36,10 +41,20 @@ class MidAlignConfig(SFTConfig):
         default="mid-align",
         metadata={"help": "baseline: task loss only; mid-align: task + alignment; align-only: alignment alone."},
     )
-    task_data: str | None = field(default=None, metadata={"help": "Task JSONL (prompt/completion or messages)."})
-    task_eval_data: str | None = field(default=None, metadata={"help": "Task JSONL for evaluation."})
+    task_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Task data (prompt/completion, messages or MASSIVE rows): JSONL, parquet, CSV, a save_to_disk "
+            "folder or a hub id owner/name[:config[:split]]."
+        },
+    )
+    task_eval_data: str | None = field(default=None, metadata={"help": "Task data for evaluation, as task_data."})
     parallel_data: list[str] | None = field(
-        default=None, metadata={"help": "Parallel data: JSONL, TSV or FLORES-style folders (one or more)."}
+        default=None,
+        metadata={
+            "help": "Parallel data (one or more): JSONL, TSV, FLORES-style folders, or data sets as task_data "
+            "(src/tgt, {lang: sentence}, translation dicts, FLORES+)."
+        },
     )
     parallel_eval_data: list[str] | None = field(default=None, metadata={"help": "Held-out parallel data."})
     pivot_language: str = field(default="en", metadata={"help": "Pivot of multi-way data (the candidate side)."})
@@ -83,6 +98,15 @@ class MidAlignConfig(SFTConfig):
         },
     )
 
+    task_columns: list[str] | None = field(
+        default=None,
+        metadata={"help": "Column names of task_data when they differ: prompt=question completion=answer."},
+    )
+    parallel_languages: list[str] | None = field(
+        default=None,
+        metadata={"help": "Align only these languages (with the pivot); default every language of parallel_data."},
+    )
+
     finetuning: Literal["lora", "full"] = field(default="lora", metadata={"help": "lora or full fine-tuning."})
     lora_r: int = 8
     lora_alpha: int = 16
@@ -108,17 +132,14 @@ class MidAlignConfig(SFTConfig):
         },
     )
 
-    # Paper defaults where SFTConfig's differ.
-    learning_rate: float = 5e-4
-    lr_scheduler_type: str = "inverse_sqrt"
-    warmup_steps: float = 0.03
-    report_to: None | str | list[str] = "tensorboard"  # noqa: RUF036 (this order: see the module docstring)
-    logging_steps: float = 10
-    # TRL turns both on by default; on a CPU bf16 fails and checkpointing only slows down. `None` = bf16 when the
-    # GPU supports it. The GPU recipes in configs/ turn checkpointing on. `activation_checkpointing` is
-    # transformers' current name (`gradient_checkpointing` is its deprecated alias, left unset so no warning).
+    # SFTConfig's own defaults stay (swapping SFTTrainer for MidAlignTrainer changes nothing the user did not ask
+    # for); the paper's learning-rate recipe is `PAPER_RECIPE`, the defaults of `midalign train` and the files in
+    # configs/paper/. Three inherited defaults are resolved for the machine, because SFTConfig's cannot hold on a
+    # CPU: TRL turns bf16 and checkpointing on, bf16 then fails and checkpointing only slows down. `None` = on where
+    # an accelerator supports it. `activation_checkpointing` is transformers' current name (`gradient_checkpointing`
+    # is its deprecated alias, left unset so that no warning is printed).
     bf16: bool | None = None
-    activation_checkpointing: bool | None = False
+    activation_checkpointing: bool | None = None
     gradient_checkpointing: bool | None = None
     # Pinned host memory only helps copies to an accelerator; `None` = pin when one is present (torch warns otherwise).
     dataloader_pin_memory: bool | None = None
@@ -186,10 +207,7 @@ class MidAlignConfig(SFTConfig):
         if str(self.align_layer) != "auto":
             resolve_layer(self.align_layer, 10**6)  # syntax check now; the range is checked against the model
         self.align_layer = str(self.align_layer)
-        if self.mode in ("baseline", "mid-align") and not self.task_data:
-            raise ConfigError(f"mode {self.mode} needs task_data")
-        if self.mode in ("mid-align", "align-only") and not self.parallel_data:
-            raise ConfigError(f"mode {self.mode} needs parallel_data")
+        # task_data and parallel_data are checked where data is read: a trainer given datasets needs no paths.
         self._check_ranges()
         pairs_per_batch = self.align_batch_size or self.per_device_train_batch_size
         if self.mode != "baseline" and pairs_per_batch < 2:
@@ -212,6 +230,10 @@ class MidAlignConfig(SFTConfig):
             import torch
 
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            import torch
+
+            self.activation_checkpointing = torch.cuda.is_available()  # SFTConfig's True, where it saves memory
         super().__post_init__()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from midalign.data.readers import read_parallel, read_task_examples
+from midalign.data.sources import parse_columns
 from midalign.errors import ConfigError, TrainingInterrupted
 from midalign.files import folder_lock, read_json_file
 from midalign.layers import num_layers
@@ -31,8 +32,10 @@ def _task_dataset(rows: list[dict] | None, path: str | None, tokenizer) -> Datas
     return Dataset.from_list(rows)
 
 
-def _pairs(paths: list[str] | None, pivot: str):
-    return [p for path in paths or [] for p in read_parallel(path, pivot=pivot)]
+def _pairs(sources: list[str] | None, config: MidAlignConfig):
+    if not sources:
+        return []
+    return read_parallel(sources, pivot=config.pivot_language, languages=config.parallel_languages)
 
 
 def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrainer:
@@ -42,18 +45,27 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
     before the first step.
     """
     # Data first: it is cheap to read, and a malformed line should not wait for an 8B model to load.
-    task_rows = read_task_examples(config.task_data) if config.mode != "align-only" and config.task_data else None
-    eval_rows = None
-    if config.mode != "align-only" and config.task_eval_data:
-        eval_rows = read_task_examples(config.task_eval_data)
-    pairs = _pairs(config.parallel_data, config.pivot_language) if config.mode != "baseline" else None
-    eval_pairs = _pairs(config.parallel_eval_data, config.pivot_language) or None
+    if config.mode in ("baseline", "mid-align") and not config.task_data:
+        raise ConfigError(f"mode {config.mode} needs task_data")
+    if config.mode in ("mid-align", "align-only") and not config.parallel_data:
+        raise ConfigError(f"mode {config.mode} needs parallel_data")
+    columns = parse_columns(config.task_columns, "--task_columns")
+    task_rows = eval_rows = None
+    if config.mode != "align-only":
+        task_rows = read_task_examples(config.task_data, columns=columns)
+        if config.task_eval_data:
+            eval_rows = read_task_examples(config.task_eval_data, columns=columns)
+    pairs = _pairs(config.parallel_data, config) if config.mode != "baseline" else None
+    eval_pairs = _pairs(config.parallel_eval_data, config) or None
     if model is None or tokenizer is None:
         if not config.model_name_or_path:
             raise ConfigError("model_name_or_path is required")
         tokenizer = tokenizer or load_tokenizer(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
         model = model or load_model(
-            config.model_name_or_path, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+            config.model_name_or_path,
+            dtype=config.dtype,
+            trust_remote_code=config.trust_remote_code,
+            init_kwargs=config.model_init_kwargs,
         )
     check_tokenizer_fits(model, tokenizer, str(config.model_name_or_path or "the model"))
     if tokenizer.pad_token is None:
@@ -92,10 +104,13 @@ def _set_aside_incomplete(output_dir: Path, resume_from: str | None) -> None:
 # (Logging, saving, evaluation cadence and the output folder may change.)
 RUN_SETTINGS = (
     "model_name_or_path",
+    "model_init_kwargs",
     "dtype",
     "mode",
     "task_data",
+    "task_columns",
     "parallel_data",
+    "parallel_languages",
     "pivot_language",
     "align_layer_index",
     "align_temperature",

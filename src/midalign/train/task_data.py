@@ -12,6 +12,23 @@ from midalign.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
+def task_dataset(data, columns=None):
+    """Task data as `SFTTrainer` takes it. A `Dataset` (or a dict of them, or an iterable one) passes through as TRL
+    would read it, unless it has MASSIVE's columns or `columns` renames them: then, like a list of rows, a path or
+    a hub id, it is read and checked by `read_task_examples` (MASSIVE rows become chat rows)."""
+    from datasets import IterableDataset
+
+    from midalign.data.readers import read_task_examples
+    from midalign.data.sources import parse_columns
+
+    columns = parse_columns(columns, "task_columns")
+    if data is None or isinstance(data, dict | IterableDataset):
+        return data
+    if isinstance(data, Dataset) and not columns and "annot_utt" not in data.column_names:
+        return data
+    return Dataset.from_list(read_task_examples(data, columns=columns))
+
+
 def answer_only(dataset):
     """Task rows in `messages` form as conversational prompt-completion rows (see `completion_only`)."""
     if isinstance(dataset, dict):

@@ -52,7 +52,7 @@ from midalign.data.batching import (
     is_task_batch,
     tokenize_pairs,
 )
-from midalign.data.readers import Pair
+from midalign.data.readers import as_pairs
 from midalign.errors import ConfigError
 from midalign.files import write_json_atomic
 from midalign.layers import num_layers
@@ -63,7 +63,7 @@ from midalign.train.checkpoints import save_through_staging
 from midalign.train.config import MidAlignConfig, resolve_align_layer
 from midalign.train.guards import NonFiniteGradientGuard, stop_if_non_finite
 from midalign.train.lora import check_lora_targets, trained_parameters, warn_unmatched_lora_targets
-from midalign.train.task_data import answer_only, check_row_lengths
+from midalign.train.task_data import answer_only, check_row_lengths, task_dataset
 
 CONFIG_FILE = "midalign_config.json"
 logger = logging.getLogger(__name__)
@@ -75,9 +75,12 @@ class MidAlignTrainer(SFTTrainer):
     Args:
         model: a causal LM (or hub id); wrapped with LoRA when `peft_config` is given.
         args: `MidAlignConfig`.
-        train_dataset: task examples (`prompt`/`completion` or `messages`); unused in `align-only` mode.
+        train_dataset: task examples as `SFTTrainer` takes them (`prompt`/`completion` or `messages`), MASSIVE rows,
+            or any source `midalign.data.read_task_examples` reads; unused in `align-only` mode.
         eval_dataset: task examples for `eval_loss`.
-        align_dataset: parallel pairs for the alignment loss (`mid-align`, `align-only`).
+        align_dataset: parallel pairs for the alignment loss (`mid-align`, `align-only`): a `datasets.Dataset` or
+            a list of rows in any parallel schema `midalign.data.read_parallel` reads (src/tgt/src_lang/tgt_lang,
+            `{lang: sentence}`, `translation` dicts, FLORES+), a list of `Pair`s, or paths and hub ids.
         align_eval_dataset: held-out pairs for `eval_align_loss` and `eval_align_acc`.
     """
 
@@ -91,14 +94,21 @@ class MidAlignTrainer(SFTTrainer):
         eval_dataset: Dataset | None = None,
         processing_class=None,
         *,
-        align_dataset: list[Pair] | None = None,
-        align_eval_dataset: list[Pair] | None = None,
+        align_dataset=None,
+        align_eval_dataset=None,
         align_layer_index: int | None = None,
         align_layer_curve: list[float] | None = None,
         **kwargs,
     ):
-        if args.mode != "baseline" and not align_dataset:
+        if args.mode != "baseline" and align_dataset is None:
             raise ConfigError(f"mode {args.mode} needs parallel pairs (align_dataset)")
+        if args.mode != "align-only" and train_dataset is None:
+            raise ConfigError(f"mode {args.mode} needs task examples (train_dataset)")
+        read = dict(pivot=args.pivot_language, languages=args.parallel_languages)
+        align_dataset = as_pairs(align_dataset, **read) if args.mode != "baseline" else None
+        align_eval_dataset = as_pairs(align_eval_dataset, **read) if align_eval_dataset is not None else None
+        train_dataset = task_dataset(train_dataset, args.task_columns) if args.mode != "align-only" else None
+        eval_dataset = task_dataset(eval_dataset, args.task_columns)
         peft_config = kwargs.pop("peft_config", None)
         if args.finetuning == "full" and peft_config is not None:
             raise ConfigError("finetuning is 'full' but a peft_config was given; set finetuning: lora or drop it")
