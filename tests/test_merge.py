@@ -522,7 +522,8 @@ def test_cli_sweep_generates_scores_and_keeps_the_best(llama, tmp_path, capsys):
     argv += ["--sweep_metric", "slot_type_f1", "--supervised_languages", "en", "--transfer_languages", "es"]
     argv += ["--chat_template", "off", "--batch_size", "2", "--max_new_tokens", "3", "--device", "cpu"]
     assert run_cli([*argv, "--output_dir", out]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "| language | group | align=0 | align=0.5 | align=1 |" in printed
     sweep = json.loads((out / RECIPE).read_text())["sweep"]
     assert sweep["metric"] == "slot_type_f1" and sweep["criterion"] == "transfer"
@@ -532,6 +533,8 @@ def test_cli_sweep_generates_scores_and_keeps_the_best(llama, tmp_path, capsys):
     recipe = json.loads((out / RECIPE).read_text())
     assert recipe["weights"] == {"task": 1.0, "align": sweep["best"]}
     assert re.search(r"best: align=\S+ \(slot_type_f1, avg transfer", printed)
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"chart: {out / 'sweep.png'}" in printed
+    assert "merge sweep: weight of 'align'" in captured.err  # the progress bar, one step per weight
 
 
 def test_sweep_with_a_model_object_uses_the_given_tokenizer(llama, tmp_path):

@@ -69,8 +69,9 @@ def plot_curves(result: AnalysisResult, metric: str, *, mark_layer: int | None =
     return data
 
 
-def plot_heatmap(result: AnalysisResult, system: str, layer: int, metric: str) -> bytes:
-    """Language-by-language `metric` at `layer` (rows: query language, columns: candidate language)."""
+def plot_heatmap(result: AnalysisResult, layer: int, metric: str) -> bytes:
+    """Language-by-language `metric` at `layer`, one panel per system on one colour scale (rows: query language,
+    columns: candidate language), so that systems compare cell by cell."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,19 +79,22 @@ def plot_heatmap(result: AnalysisResult, system: str, layer: int, metric: str) -
 
     langs = result.languages
     index = {lang: i for i, lang in enumerate(langs)}
-    grid = [[math.nan] * len(langs) for _ in langs]
-    for r in result.rows:
-        if r["system"] == system and r["layer"] == layer and r["metric"] == metric:
-            grid[index[r["src"]]][index[r["tgt"]]] = r["value"]
     size = max(4.0, 0.32 * len(langs) + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
-    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(len(langs)), langs, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(langs)), langs, fontsize=7)
-    ax.set_xlabel("candidate (tgt)")
-    ax.set_ylabel("query (src)")
-    ax.set_title(f"{system}: {LABELS[metric]}, layer {layer}")
-    fig.colorbar(image, ax=ax, fraction=0.046)
+    n = len(result.systems)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size * 0.9), squeeze=False)
+    for ax, system in zip(axes[0], result.systems, strict=True):
+        grid = [[math.nan] * len(langs) for _ in langs]
+        for r in result.rows:
+            if r["system"] == system and r["layer"] == layer and r["metric"] == metric:
+                grid[index[r["src"]]][index[r["tgt"]]] = r["value"]
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(langs)), langs, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(langs)), langs, fontsize=7)
+        ax.set_xlabel("candidate language (tgt)")
+        ax.set_ylabel("query language (src)")
+        ax.set_title(system)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.046 / n, label=LABELS[metric])
+    fig.suptitle(f"{LABELS[metric]} per direction at layer {layer}", y=1.02)
     data = _png(fig)
     plt.close(fig)
     return data
@@ -127,15 +131,13 @@ def write_report(result: AnalysisResult, out_dir: str | Path, *, extra_summary: 
     writer = csv.DictWriter(buf, fieldnames=["system", "layer", "src", "tgt", "metric", "value"])
     writer.writeheader()
     writer.writerows(result.rows)
-    first = result.systems[0]
+    first = result.systems[0]  # the heatmap's layer: the first system's (the base model's) recommended one
     written = [
         write_text_atomic(out / "alignment.csv", buf.getvalue()),
         write_json_atomic(out / "alignment.json", result.rows, indent=0),
         write_json_atomic(out / "summary.json", summary),
         write_bytes_atomic(out / "curve.png", plot_curves(result, result.metric)),
-        write_bytes_atomic(
-            out / "heatmap.png", plot_heatmap(result, first, result.recommended_layer(first), result.metric)
-        ),
+        write_bytes_atomic(out / "heatmap.png", plot_heatmap(result, result.recommended_layer(first), result.metric)),
         write_text_atomic(out / "report.md", markdown(result, summary)),
     ]
     return written

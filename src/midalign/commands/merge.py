@@ -11,6 +11,7 @@ from midalign.commands.evaluate import CHAT_TEMPLATE
 from midalign.commands.parser import named_paths
 from midalign.errors import ConfigError
 from midalign.merging import METHODS, RECIPE
+from midalign.merging.save import SWEEP_PLOT
 
 DESCRIPTION = """\
 Merge LoRA adapters trained on one base model into one PEFT adapter, with the recipe recorded next
@@ -99,11 +100,11 @@ def run(args: MergeArguments) -> int:
 
     sweep = None
     if args.sweep is not None:
-        from midalign.evaluation.loaders import load_jsonl
+        from midalign.evaluation.loaders import load_examples
 
         sweep = Sweep(
             values=args.sweep,
-            examples=load_jsonl(args.sweep_data, args.sweep_task),
+            examples=load_examples(args.sweep_data, args.sweep_task),
             task=args.sweep_task,
             metric=args.sweep_metric,
             supervised=args.supervised_languages,
@@ -126,10 +127,12 @@ def run(args: MergeArguments) -> int:
         dtype=args.dtype,
         device=device,
         sweep=sweep,
+        progress=True,
     )
     recipe = json.loads((out / RECIPE).read_text(encoding="utf-8"))
     if "sweep" in recipe:
         print(recipe["sweep"]["markdown"])
+        print(f"chart: {out / SWEEP_PLOT}")
     weights = ", ".join(f"{name}={w:g}" for name, w in recipe["weights"].items())
     exact = "exact" if recipe["exact_weighted_sum"] else f"relative error {recipe['relative_error']:.3g}"
     print(f"merged {weights} with {recipe['method']} (rank {recipe['rank']}, {exact}) into {out}")

@@ -22,6 +22,7 @@ from midalign.merging.combine import MergeResult, add_merged_adapter, check_meth
 from midalign.merging.sweep import Sweep, SweepResult, check_sweep, sweep_weights
 
 RECIPE = "merge_recipe.json"
+SWEEP_PLOT = "sweep.png"  # the sweep's scores per language against the weight
 
 
 def merge_adapters(
@@ -38,6 +39,7 @@ def merge_adapters(
     dtype: str | torch.dtype | None = "auto",
     device: str | torch.device | None = None,
     sweep: Sweep | None = None,
+    progress: bool = False,
 ) -> Path:
     """Merge LoRA adapters of one base model and save the result as a PEFT adapter folder.
 
@@ -55,7 +57,9 @@ def merge_adapters(
         method, rank, density, seed: see `add_merged_adapter`.
         full: also write the base model with the merged update added to its weights.
         dtype, device: see `load_adapters`.
-        sweep: try these weights for the last adapter on a dev set first and keep the best (`Sweep`).
+        sweep: try these weights for the last adapter on a dev set first and keep the best (`Sweep`); its chart
+            goes to `out_dir/sweep.png`.
+        progress: progress bars for the sweep (one per weight tried, and the generation within it).
 
     Returns:
         `out_dir`.
@@ -95,6 +99,7 @@ def merge_adapters(
                 rank=rank,
                 density=density,
                 seed=seed,
+                progress=progress,
             )
             weights[-1] = sweep_result.best
         result = add_merged_adapter(
@@ -181,6 +186,8 @@ def _write(
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(tmp / "full"))
         write_json_atomic(tmp / RECIPE, _recipe(result, adapters, full_model is not None, sweep))
+        if sweep is not None:
+            (tmp / SWEEP_PLOT).write_bytes(sweep.plot())
         if out.exists():
             out.rmdir()  # empty (checked above); a folder is renamed only onto an empty one
         os.replace(tmp, out)

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from midalign.errors import ConfigError
 from midalign.merging.adapters import MERGED
 from midalign.merging.combine import add_merged_adapter, check_method
@@ -72,6 +74,43 @@ class SweepResult:
             f"{self.table.to_markdown()}\nbest: {self.adapter}={self.best:g} "
             f"({self.metric}, avg {self.criterion} {score:.1f})\n"
         )
+
+    def plot(self) -> bytes:
+        """PNG: the metric of each language against the weight (thin lines), the supervised and transfer averages
+        (thick), and the chosen weight (dotted)."""
+        import io
+
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        labels = [f"{self.adapter}={v:g}" for v in self.values]
+        figure = Figure(figsize=(7.5, 4.2))
+        FigureCanvasAgg(figure)
+        ax = figure.subplots()
+        for lang in self.table.languages:
+            group = self.table.group(lang)
+            ax.plot(
+                self.values,
+                [self.table.values[label][lang] for label in labels],
+                linewidth=0.9,
+                alpha=0.6,
+                linestyle="-" if group == "supervised" else "--",
+                label=f"{lang} ({group})",
+            )
+        for group, color in (("supervised", "black"), ("transfer", "tab:red")):
+            means = [self.table.averages(label)[group] for label in labels]
+            if None not in means:
+                ax.plot(self.values, means, color=color, linewidth=2.5, marker="o", label=f"{group} average")
+        ax.axvline(self.best, color="grey", linestyle=":", label=f"chosen weight {self.best:g}")
+        ax.set_xlabel(f"weight of adapter '{self.adapter}'")
+        ax.set_ylabel(self.metric)
+        ax.set_title(f"Merge sweep on the dev set: {self.metric} per language against the weight")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
+        return buffer.getvalue()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, as stored in `merge_recipe.json`."""
@@ -137,7 +176,9 @@ def sweep_weights(
     values, dev = check_sweep(sweep, list(weights))
     swept = list(weights)[-1]
     scores = {}
-    for value in values:
+    bar = tqdm(values, desc=f"merge sweep: weight of '{swept}'", unit="weight", disable=not progress)
+    for value in bar:
+        bar.set_postfix_str(f"{swept}={value:g}")
         label = f"{swept}={value:g}"
         add_merged_adapter(model, {**weights, swept: value}, method=method, rank=rank, density=density, seed=seed)
         try:
