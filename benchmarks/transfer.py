@@ -1,7 +1,7 @@
 """Does mid-align transfer? The demo over several fine-tuning seeds, and at a bottom, middle and top layer.
 
     python benchmarks/transfer.py [--preset bench] [--seeds 0 1 2] [--layers 0.125 1.0] [--layer_seeds 0 1 2]
-                                  [--output_dir runs/bench] [--align_weight W]
+                                  [--output_dir runs/bench] [--align_weight W] [--subsets A=xa,xb B=xc,xd]
 
 One world and one pretrained base model (cached in the output folder) are shared by every run; each seed fine-tunes
 its own baseline, mid-align, align-only and merged adapters, and mid-align again at each of `--layers`. Prints a
@@ -48,6 +48,48 @@ def base_alignment_to_pivot(run_dir: Path, layer: int, pivot: str = "en") -> dic
     return {lang: statistics.fmean(values) for lang, values in scores.items()}
 
 
+def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]]) -> list[str]:
+    """Claims 5 and 6: mid-align's gain over the baseline when aligning only a subset of the languages, on the
+    languages it aligned and on those it never saw in the alignment data, next to aligning every language."""
+
+    def gains(by_seed: dict, langs: list[str], metric: str) -> list[float]:
+        return [
+            statistics.fmean(
+                by_seed[seed]["systems"]["mid-align"]["per_language"][lang][metric]
+                - runs[seed]["systems"]["baseline"]["per_language"][lang][metric]
+                for lang in langs
+            )
+            for seed in by_seed
+        ]
+
+    first = next(iter(runs.values()))
+    transfer = [lang for lang in first["languages"] if lang not in first["supervised"]]
+    lines = [
+        "",
+        "5, 6. Aligning a subset of the languages: mid-align - baseline, mean over the languages named, "
+        "mean ± std over seeds (points)",
+        "",
+        "| aligned through | languages scored | slot-type F1 gain | intent acc. gain | slot F1 gain |",
+        "|---|---|---:|---:|---:|",
+    ]
+    metrics = ("slot_type_f1", "intent_acc", "slot_f1")
+    for name, by_seed in subset_runs.items():
+        seen = [lang for lang in transfer if lang in subsets[name]]
+        unseen = [lang for lang in transfer if lang not in subsets[name]]
+        for what, langs in ((f"aligned: {', '.join(seen)}", seen), (f"unseen: {', '.join(unseen)}", unseen)):
+            cells = " | ".join(fmt(gains(by_seed, langs, m)) for m in metrics)
+            lines.append(f"| {name} ({', '.join(subsets[name])}) | {what} | {cells} |")
+        full = {seed: runs[seed] for seed in by_seed}
+        cells = " | ".join(fmt(gains(full, unseen, m)) for m in metrics)
+        lines.append(f"| every language | {', '.join(unseen)} | {cells} |")
+    for name, by_seed in subset_runs.items():
+        cells = " | ".join(fmt(gains(by_seed, transfer, m)) for m in metrics)
+        lines.append(f"| {name} | all {len(transfer)} transfer languages | {cells} |")
+    cells = " | ".join(fmt(gains(runs, transfer, m)) for m in metrics)
+    lines.append(f"| every language | all {len(transfer)} transfer languages | {cells} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=typing.get_args(typing.get_type_hints(DemoConfig)["preset"]), default="bench")
@@ -56,12 +98,28 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--layer_seeds", type=int, nargs="*", help="seeds of the layer comparison (default: every seed)")
     p.add_argument("--output_dir", default="runs/bench")
     p.add_argument("--align_weight", type=float, help="override the demo's alignment loss weight")
+    p.add_argument("--threads", type=int, default=DemoConfig.threads, help="CPU threads of every stage")
+    p.add_argument(
+        "--subsets",
+        nargs="*",
+        default=[],
+        metavar="NAME=LANG,LANG",
+        help="claims 5 and 6: mid-align again, aligning only these languages (the others are unseen by alignment)",
+    )
     args = p.parse_args(argv)
+    subsets = {}
+    for item in args.subsets:
+        name, sep, langs = item.partition("=")
+        if not sep or not name or not langs:
+            p.error(f"--subsets: expected NAME=LANG,LANG, got {item!r}")
+        subsets[name] = langs.split(",")
     extra = {} if args.align_weight is None else {"align_weight": args.align_weight}
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     runs = {
-        seed: run_demo(DemoConfig(preset=args.preset, seed=seed, overrides=extra), args.output_dir)
+        seed: run_demo(
+            DemoConfig(preset=args.preset, seed=seed, threads=args.threads, overrides=extra), args.output_dir
+        )
         for seed in args.seeds
     }
     layer_seeds = args.seeds if args.layer_seeds is None else args.layer_seeds
@@ -70,11 +128,28 @@ def main(argv: list[str] | None = None) -> str:
     layer_runs = {
         layer: {
             seed: run_demo(
-                DemoConfig(preset=args.preset, seed=seed, align_layer=layer, overrides=extra), args.output_dir
+                DemoConfig(preset=args.preset, seed=seed, threads=args.threads, align_layer=layer, overrides=extra),
+                args.output_dir,
             )
             for seed in layer_seeds
         }
         for layer in args.layers
+    }
+    subset_runs = {
+        name: {
+            seed: run_demo(
+                DemoConfig(
+                    preset=args.preset,
+                    seed=seed,
+                    threads=args.threads,
+                    variant=name,
+                    overrides={**extra, "parallel_languages": langs},
+                ),
+                args.output_dir,
+            )
+            for seed in args.seeds
+        }
+        for name, langs in subsets.items()
     }
     total = time.perf_counter() - started
     first = runs[args.seeds[0]]
@@ -195,6 +270,8 @@ def main(argv: list[str] | None = None) -> str:
             + " | ".join(base_cells)
             + f" | {fmt([avg(r, 'baseline', 'supervised', 'slot_f1') for r in rs])} | |"
         )
+    if subset_runs:
+        lines += subset_table(runs, subset_runs, subsets)
     lines += [
         "",
         "Base model, retrieval per layer on the held-out multi-way set (all directions), %:",
@@ -211,7 +288,8 @@ def main(argv: list[str] | None = None) -> str:
     report = "\n".join(lines)
     print(report)
     Path(args.output_dir, "transfer.md").write_text(report + "\n", encoding="utf-8")
-    Path(args.output_dir, "transfer.json").write_text(json.dumps({"seeds": runs, "layers": layer_runs}, indent=1))
+    everything = {"seeds": runs, "layers": layer_runs, "subsets": subset_runs}
+    Path(args.output_dir, "transfer.json").write_text(json.dumps(everything, indent=1))
     return report
 
 

@@ -24,10 +24,12 @@ def test_every_stage_writes_its_outputs(demo):
     assert (work / "world" / "world.json").is_file() and (work / "world" / "corpus.txt").is_file()
     assert (work / "base" / "model.safetensors").is_file() and (work / "base" / "tokenizer.json").is_file()
     runs = work / "seed0"
-    for name in ("baseline", "mid-align", "align-only", "merged-w0.05"):
+    merged = f"merged-w{results['config']['demo']['merge_weight']}"
+    for name in ("baseline", "mid-align", "align-only", merged):
         assert (runs / name / "adapter_model.safetensors").is_file(), name
-    assert (runs / "merged-w0.05" / "merge_recipe.json").is_file()
-    for name in ("results.json", "report.md", "transfer.png", "retrieval.png", "analysis/summary.json"):
+    assert (runs / merged / "merge_recipe.json").is_file()
+    outputs = ("results.json", "report.md", "transfer.png", "retrieval.png", "gain-vs-alignment.png")
+    for name in (*outputs, "analysis/summary.json"):
         assert (runs / name).is_file(), name
     assert json.loads((runs / "results.json").read_text()) == json.loads(json.dumps(results))
 
@@ -80,7 +82,7 @@ def test_a_rewritten_adapter_is_evaluated_again(demo, monkeypatch):
 
     real = evaluation.generate
     monkeypatch.setattr(evaluation, "generate", counting)
-    weights = work / "seed0" / "merged-w0.05" / "adapter_model.safetensors"
+    weights = work / "seed0" / f"merged-w{results['config']['demo']['merge_weight']}" / "adapter_model.safetensors"
     # Rewritten with the same tensors (new bytes, the same function): evaluated again, with the same outputs.
     save_file(load_file(weights), weights, metadata={"format": "pt", "rewritten": "yes"})
     again = run_demo(DemoConfig(preset="ci", smallest=True), work)
@@ -117,7 +119,7 @@ def test_changed_inputs_set_old_stages_aside_and_an_interrupted_stage_reruns(dem
         assert (copy / "seed0" / f"{name}.stale-1" / "adapter_model.safetensors").is_file(), name  # nothing lost
         config = json.loads((copy / "seed0" / name / "midalign_config.json").read_text())
         assert config["lora_r"] == 4
-    assert (copy / "seed0" / "merged-w0.05.stale-1").is_dir()
+    assert (copy / "seed0" / f"merged-w{changed['config']['demo']['merge_weight']}.stale-1").is_dir()
     assert set(changed["systems"]) == {"baseline", "mid-align", "merged"}
 
 
@@ -144,3 +146,30 @@ def test_the_report_reads_as_a_result_section_in_percent(demo):
         results["retrieval"]["mid-align"]["margin"][layer] - results["retrieval"]["baseline"]["margin"][layer]
     )
     assert f", {rise:+.1f}; {'holds' if rise >= 25 else 'does not hold'} in this run." in report
+
+
+def test_the_report_shows_the_gain_against_the_base_alignment(demo):
+    work, results = demo
+    report = (work / "seed0" / "report.md").read_text()
+    base = results["base_alignment"]
+    transfer = [lang for lang in results["languages"] if lang not in results["supervised"]]
+    assert sorted(base["margin"]) == sorted(transfer) and base["layer"] == results["align_layer_index"]
+    assert "## Gain against the base model's alignment" in report and "](gain-vs-alignment.png)" in report
+    per_language = {s: results["systems"][s]["per_language"] for s in ("baseline", "mid-align")}
+    for lang in transfer:
+        slot, intent = (per_language["mid-align"][lang][m] - per_language["baseline"][lang][m] for m in METRICS[1:])
+        assert f"| {lang} | {base['margin'][lang]:.1f} | {slot:+.1f} | {intent:+.1f} |" in report
+
+
+def test_a_variant_aligns_other_languages_beside_the_main_run(demo):
+    work, results = demo
+    baseline = work / "seed0" / "baseline" / "adapter_model.safetensors"
+    stamp, main_run = baseline.stat().st_mtime_ns, (work / "seed0" / "mid-align" / "adapter_model.safetensors")
+    main_stamp = main_run.stat().st_mtime_ns
+    languages = [lang for lang in results["languages"] if lang not in results["supervised"]][:2]
+    config = DemoConfig(preset="ci", smallest=True, variant="sub", overrides={"parallel_languages": languages})
+    variant = run_demo(config, work)
+    assert baseline.stat().st_mtime_ns == stamp and main_run.stat().st_mtime_ns == main_stamp  # shared, untouched
+    recorded = json.loads((work / "seed0" / "mid-align@sub" / "midalign_config.json").read_text())
+    assert recorded["parallel_languages"] == languages
+    assert (work / "seed0" / "report@sub.md").is_file() and set(variant["systems"]) == set(results["systems"])

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from midalign.demo_report import METRICS, report
+from midalign.demo_report import METRICS, plot_gain_vs_alignment, report
 from midalign.errors import ConfigError
-from midalign.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from midalign.files import check_name, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ class DemoConfig:
     align_layer: str = "0.5"
     settings: str = str(SETTINGS)
     overrides: dict = dataclasses.field(default_factory=dict)
+    # Names the outputs of runs whose `overrides` change the alignment (`mid-align@subset-a`), so that they sit
+    # beside the main run's instead of replacing them. The baseline is shared: it does not align.
+    variant: str | None = None
     eval_limit: int | None = None  # test utterances per language (None: all)
     smallest: bool = False  # the test suite's settings: a few steps of everything
 
@@ -64,7 +67,8 @@ class DemoConfig:
     @property
     def tag(self) -> str:
         """Suffix of the outputs of runs at another alignment layer (`mid-align@1.0`, `results@1.0.json`)."""
-        return "" if self.align_layer == DemoConfig.align_layer else f"@{self.align_layer}"
+        layer = "" if self.align_layer == DemoConfig.align_layer else f"@{self.align_layer}"
+        return layer + (f"@{check_name(self.variant, 'variant')}" if self.variant else "")
 
     def world_config(self):
         from midalign.synthetic.world import WorldConfig
@@ -140,6 +144,8 @@ def _train(
         disable_tqdm=False,  # a bar with the time left; the log lines go to <run>/log.jsonl
         **steps,
     )
+    if mode == "baseline":  # which languages align does not change a model that never aligns
+        settings.pop("parallel_languages", None)
     key = {
         "settings": settings,
         "base": file_fingerprint(base),
@@ -303,6 +309,13 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
 
     tables = {m: language_table(scores, m, supervised=supervised) for m in METRICS}
     training, demo_settings = config.read_settings()
+    # Per language, the base model's retrieval with the supervised language at the aligned block (both directions).
+    pivot, to_pivot = supervised[0], {}
+    for r in analysis.rows:
+        wanted = (r["system"], r["metric"], r["layer"]) == ("base", "margin", layer_index)
+        if wanted and r["src"] != r["tgt"] and pivot in (r["src"], r["tgt"]):
+            other = r["tgt"] if r["src"] == pivot else r["src"]
+            to_pivot.setdefault(other, []).append(100 * r["value"])
     results = {
         "config": dataclasses.asdict(config) | {"training": training, "demo": demo_settings},
         "threads": config.threads,
@@ -326,6 +339,11 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
             name: {m: analysis.curve(name, m) for m in ("cosine", "margin", "centred")} for name in analysis.systems
         },
         "recommended_layer": {name: analysis.recommended_layer(name) for name in analysis.systems},
+        "base_alignment": {
+            "layer": layer_index,
+            "pivot": pivot,
+            "margin": {lang: sum(v) / len(v) for lang, v in sorted(to_pivot.items())},
+        },
         "seconds": times,
     }
     write_json_atomic(times_file, times)
@@ -339,5 +357,6 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
         runs / f"transfer{tag}.png",
         title=f"Zero-shot transfer from {', '.join(supervised)} (seed {config.seed}, alignment at block {layer_index})",
     )
+    write_bytes_atomic(runs / f"gain-vs-alignment{tag}.png", plot_gain_vs_alignment(results))
     write_text_atomic(runs / f"report{tag}.md", report(results, tables, tag))  # demo_report.py
     return results

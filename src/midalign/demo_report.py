@@ -78,6 +78,89 @@ def _claims(avg: dict, retrieval: dict) -> list[str]:
     return [*lines, ""]
 
 
+def gains_by_language(results: dict, system: str, metric: str) -> dict[str, float]:
+    """Per transfer language, `system` minus the baseline on `metric` (points)."""
+    scores = results["systems"]
+    return {
+        lang: scores[system]["per_language"][lang][metric] - scores["baseline"]["per_language"][lang][metric]
+        for lang in results["base_alignment"]["margin"]
+        if lang not in results["supervised"]
+    }
+
+
+def _pearson(x: list[float], y: list[float]) -> float:
+    import statistics
+
+    try:
+        return statistics.correlation(x, y)
+    except statistics.StatisticsError:  # fewer than two languages, or a constant series
+        return math.nan
+
+
+def plot_gain_vs_alignment(results: dict) -> bytes:
+    """PNG: per transfer language, the gain over the baseline (mid-align and merged; slot-type F1 and intent) against
+    the base model's retrieval with the supervised language at the aligned block."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    base = results["base_alignment"]
+    metrics = ("slot_type_f1", "intent_acc")
+    figure = Figure(figsize=(5.2 * len(metrics), 4.0))
+    FigureCanvasAgg(figure)
+    for ax, metric in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
+        for system, marker in (("mid-align", "o"), ("merged", "s")):
+            if system not in results["systems"]:
+                continue
+            gains = gains_by_language(results, system, metric)
+            x = [base["margin"][lang] for lang in gains]
+            ax.scatter(x, list(gains.values()), marker=marker, label=system)
+            for lang, xi, yi in zip(gains, x, gains.values(), strict=True):
+                ax.annotate(lang, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=8)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel(f"base model's retrieval with {base['pivot']} at block {base['layer']} (%)")
+        ax.set_ylabel(f"{LABELS[metric]}: system - baseline (points)")
+        ax.set_title(f"Transfer gain in {LABELS[metric]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle("Does alignment help most where the base model aligns worst?")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _gain_section(results: dict, tag: str) -> list[str]:
+    base = results["base_alignment"]
+    lines = [
+        "## Gain against the base model's alignment",
+        "",
+        f"![gain per language against the base model's alignment](gain-vs-alignment{tag}.png)",
+        "",
+        f"Per transfer language, mid-align's gain over the baseline against the base model's retrieval with "
+        f"{base['pivot']} at block {base['layer']} (the paper finds the largest gains where the base aligns worst, "
+        "which would show as a negative correlation).",
+        "",
+        "| language | base retrieval | mid-align slot-type F1 gain | mid-align intent gain |",
+        "|---|---:|---:|---:|",
+    ]
+    slot = gains_by_language(results, "mid-align", "slot_type_f1")
+    intent = gains_by_language(results, "mid-align", "intent_acc")
+    for lang in slot:
+        lines.append(f"| {lang} | {base['margin'][lang]:.1f} | {slot[lang]:+.1f} | {intent[lang]:+.1f} |")
+    x = [base["margin"][lang] for lang in slot]
+    r_slot, r_intent = (_pearson(x, list(g.values())) for g in (slot, intent))
+    shown = ["n/a" if math.isnan(r) else f"{r:+.2f}" for r in (r_slot, r_intent)]
+    lines += [
+        "",
+        f"Pearson r over {len(x)} languages: slot-type F1 gain {shown[0]}, intent gain {shown[1]} (a handful of "
+        "languages and one seed: read it as a picture, not a test).",
+        "",
+    ]
+    return lines
+
+
 def report(results: dict, tables: dict, tag: str = "") -> str:
     """`report.md`: what ran, the results, the plots and what they show, and how long each stage took."""
     systems = list(results["systems"])
@@ -121,6 +204,8 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
     ]
     for metric in METRICS:
         lines += [f"**{LABELS[metric]}**", "", tables[metric].to_markdown(), ""]
+    if "base_alignment" in results:
+        lines += _gain_section(results, tag)
     names = list(results["retrieval"])
     lines += [
         "## Alignment per layer",
