@@ -1,17 +1,27 @@
-"""Generation throughput of `midalign.evaluation.generate`: batched (left padding) vs one prompt at a time.
+"""Generation throughput of `midalign.evaluation.generate`: batched (left padding) vs one prompt at a time, and
+data parallel over processes (as under `accelerate launch` or `torchrun`) vs one process with as many threads.
 
-Runs both paths on the same prompts with a tiny random Llama on CPU (one thread), checks that they give
-the same greedy outputs, and prints a Markdown snippet with examples/s and the ratio.
+Runs the paths on the same prompts with a tiny random Llama on CPU, checks that they give the same greedy outputs,
+and prints a Markdown snippet with examples/s and the ratios. With `--processes N` (N > 1), `torchrun` starts N
+one-thread processes of this script (`--worker`), each generating every N-th prompt; their time is set beside one
+process with N threads. The vLLM backend needs a CUDA GPU and has no row here (docs/evaluation.md).
 
-    python benchmarks/eval_throughput.py [--prompts 64] [--batch_size 16] [--max_new_tokens 32]
+    python benchmarks/eval_throughput.py [--prompts 64] [--batch_size 16] [--max_new_tokens 32] [--processes 2]
+                                         [--hidden 64] [--layers 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import random
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import transformers
@@ -68,23 +78,66 @@ def throughput(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) 
     return len(prompts) / best, outputs
 
 
+def make_prompts(n: int) -> list[str]:
+    rng = random.Random(0)
+    return [" ".join(f"w{rng.randrange(VOCAB_WORDS)}" for _ in range(rng.randint(5, 40))) for _ in range(n)]
+
+
+def data_parallel(args) -> tuple[float, list[str]]:
+    """Examples/s and outputs of `--processes` one-thread processes under torchrun (this script, `--worker`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "dp.json"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+        command += [str(args.processes), __file__, "--worker", str(out), *sys.argv[1:]]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+        record = json.loads(out.read_text())
+    return record["examples_per_second"], record["outputs"]
+
+
+def worker(args) -> None:
+    torch.set_num_threads(1)
+    tokenizer, model = make_tokenizer(), make_model(args.hidden, args.layers)
+    rate, outputs = throughput(model, tokenizer, make_prompts(args.prompts), args.batch_size, args.max_new_tokens)
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(args.worker).write_text(json.dumps({"examples_per_second": rate, "outputs": outputs}))
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_new_tokens", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=1, help="also run data parallel over this many processes")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # a torchrun process of --processes, writing here
     args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
 
     torch.set_num_threads(1)  # the benchmark machine is shared; one thread keeps runs comparable
-    hidden, layers = 64, 4
+    hidden, layers = args.hidden, args.layers
     tokenizer, model = make_tokenizer(), make_model(hidden, layers)
-    rng = random.Random(0)
-    prompts = [
-        " ".join(f"w{rng.randrange(VOCAB_WORDS)}" for _ in range(rng.randint(5, 40))) for _ in range(args.prompts)
-    ]
+    prompts = make_prompts(args.prompts)
 
     single, single_out = throughput(model, tokenizer, prompts, 1, args.max_new_tokens)
     batched, batched_out = throughput(model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
+    parallel_rows = []
+    if args.processes > 1:
+        torch.set_num_threads(args.processes)
+        threaded, threaded_out = throughput(model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
+        torch.set_num_threads(1)
+        parallel, parallel_out = data_parallel(args)
+        parallel_rows = [
+            f"| batched, 1 process x {args.processes} threads | {args.batch_size} | {threaded:.1f} |",
+            f"| batched, data parallel: {args.processes} processes x 1 thread (torchrun) | {args.batch_size} | "
+            f"{parallel:.1f} |",
+            f"| **data parallel / {args.processes} threads** | | **{parallel / threaded:.2f}x** |",
+            "",
+            f"Data-parallel outputs equal one process's: {parallel_out == batched_out}; {args.processes}-thread "
+            f"outputs equal 1-thread outputs: {threaded_out == batched_out}.",
+        ]
     snippet = "\n".join(
         [
             "### Evaluation generation throughput (`benchmarks/eval_throughput.py`)",
@@ -100,6 +153,7 @@ def main(argv: list[str] | None = None) -> str:
             f"| one at a time | 1 | {single:.1f} |",
             f"| batched, left padding | {args.batch_size} | {batched:.1f} |",
             f"| **ratio** | | **{batched / single:.2f}x** |",
+            *parallel_rows,
         ]
     )
     print(snippet)

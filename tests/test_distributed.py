@@ -79,3 +79,21 @@ def test_gathered_negatives_equal_the_single_process_global_batch(tmp_path, engi
         assert ranks[0]["global" + case]["grads"] == ranks[1]["global" + case]["grads"]
     for suffix in ("", "-symmetric"):  # local negatives are a different (the paper's) loss
         assert abs(ranks[0]["local" + suffix]["loss"] - ranks[0]["single" + suffix]["loss"]) > 1e-3
+
+
+def test_evaluate_generates_data_parallel_with_the_outputs_of_one_process(tmp_path, tiny_model_dir):
+    """`torchrun -m midalign.cli evaluate` on 2 processes: each generates half the prompts, the main one writes, and
+    the predictions equal a one-process run's (greedy, one prompt per batch, so no padding differs)."""
+    from midalign.cli import main
+
+    words = ["the cat sat", "a big red house", "the dog", "on the mat", "a small blue cat", "the house"]
+    data = tmp_path / "slots.jsonl"
+    rows = [{"lang": lang, "prompt": w, "gold": "None"} for lang in ("en", "de") for w in words]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    common = ["evaluate", "--task", "slot", "--model_name_or_path", str(tiny_model_dir), "--data", str(data)]
+    common += ["--chat_template", "off", "--batch_size", "1", "--max_new_tokens", "4", "--device", "auto"]
+    assert main([*common, "--output_dir", str(tmp_path / "one")]) == 0
+    launch([*TORCHRUN, "-m", "midalign.cli", *common, "--output_dir", str(tmp_path / "two")])
+    one, two = ((tmp_path / d / "predictions-base.jsonl").read_text() for d in ("one", "two"))
+    assert one == two and len(one.splitlines()) == len(rows)
+    assert (tmp_path / "two" / "scores.json").is_file()

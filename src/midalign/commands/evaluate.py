@@ -22,6 +22,8 @@ files (--predictions), then write per-language scores, tables and charts into --
 GROUPS = {
     "data": ["format", "data", "locales", "partition", "with_intent", "pairs", "split", "limit"],
     "generation": [
+        "backend",
+        "vllm_kwargs",
         "adapters",
         "include_base",
         "dtype",
@@ -72,6 +74,17 @@ class EvaluateArguments:
     split: str = field(default="devtest", metadata={"help": "flores: dev or devtest."})
     limit: int | None = field(default=None, metadata={"help": "Keep the first N examples of each language."})
     # generation
+    backend: Literal["transformers", "vllm"] = field(
+        default="transformers",
+        metadata={
+            "help": "transformers: batched generate (data parallel under accelerate launch / torchrun); vllm: one "
+            "vLLM engine with LoRA adapters (pip install 'midalign[vllm]', CUDA only, unverified)."
+        },
+    )
+    vllm_kwargs: str | None = field(
+        default=None,
+        metadata={"help": "vllm: JSON object of vllm.LLM arguments, e.g. '{\"tensor_parallel_size\": 2}'."},
+    )
     adapters: list[str] | None = field(
         default=None, metadata={"help": "PEFT adapters to generate with.", "metavar": "NAME=PATH"}
     )
@@ -117,6 +130,9 @@ class EvaluateArguments:
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
         model_init_kwargs(self.model_init_kwargs)  # a bad JSON object fails here, before anything loads
+        model_init_kwargs(self.vllm_kwargs, "--vllm_kwargs")
+        if self.backend == "vllm" and self.predictions:
+            raise ConfigError("--backend vllm generates: give --model_name_or_path, not --predictions")
 
 
 ARGUMENTS = EvaluateArguments
@@ -184,7 +200,7 @@ def _rescore(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]]
 
 
 def _generate(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]]:
-    import torch
+    from accelerate import PartialState
 
     from midalign.evaluation.generation import adapter_systems, generate
     from midalign.evaluation.runner import prediction_rows
@@ -197,7 +213,26 @@ def _generate(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]
     languages = list(dict.fromkeys(e["lang"] for e in examples))
     language_groups(languages, args.supervised_languages, args.transfer_languages)
     adapters = named_paths(args.adapters, flag="--adapters")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    output_dir = Path(args.output_dir)
+    if args.backend == "vllm":
+        from midalign.evaluation.vllm_backend import generate_systems
+
+        outputs = generate_systems(
+            args.model_name_or_path,
+            load_tokenizer(args.model_name_or_path, trust_remote_code=args.trust_remote_code),
+            adapters,
+            [e["prompt"] for e in examples],
+            system_prompts=[e.get("system_prompt") for e in examples],
+            include_base=args.include_base,
+            chat_template=CHAT_TEMPLATE[args.chat_template],
+            max_new_tokens=args.max_new_tokens,
+            engine_kwargs=model_init_kwargs(args.vllm_kwargs, "--vllm_kwargs"),
+        )
+        for name, predictions in outputs.items():
+            write_jsonl_atomic(output_dir / f"predictions-{name}.jsonl", prediction_rows(examples, predictions, name))
+        return {name: (examples, predictions) for name, predictions in outputs.items()}
+    # auto: this process's device (each process its own GPU under `accelerate launch`), else the CPU.
+    device = PartialState().device if args.device == "auto" else args.device
     tokenizer = load_tokenizer(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     model = load_model(
         args.model_name_or_path,
@@ -207,7 +242,6 @@ def _generate(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]
     )
     if "device_map" not in model_init_kwargs(args.model_init_kwargs):  # else accelerate placed it already
         model = model.to(device)
-    output_dir = Path(args.output_dir)
     systems = {}
     for name, system_model in adapter_systems(model, adapters, include_base=args.include_base or not adapters):
         predictions = generate(
@@ -222,13 +256,19 @@ def _generate(args: EvaluateArguments) -> dict[str, tuple[list[dict], list[str]]
             desc=name,
         )
         # Saved at once, so a failure in a later system keeps this one's predictions (rewritten, same rows, at the end).
-        write_jsonl_atomic(output_dir / f"predictions-{name}.jsonl", prediction_rows(examples, predictions, name))
+        if PartialState().is_main_process:  # every process holds every output; one writes
+            write_jsonl_atomic(output_dir / f"predictions-{name}.jsonl", prediction_rows(examples, predictions, name))
         systems[name] = (examples, predictions)
     return systems
 
 
 def run(args: EvaluateArguments) -> int:
-    """Run `midalign evaluate`: check the options, generate (or read the predictions), score and write."""
+    """Run `midalign evaluate`: check the options, generate (or read the predictions), score and write.
+
+    Under `accelerate launch` (or `torchrun`) every process generates a share of the prompts; the main one writes.
+    """
+    from accelerate import PartialState
+
     from midalign.evaluation.runner import (
         check_score_options,
         prediction_rows,
@@ -246,6 +286,8 @@ def run(args: EvaluateArguments) -> int:
             raise DataError(f"cannot read the schema: {e.reason}", path=e.path, line=e.line, field=e.field) from e
     check_score_options(args.task, score_options.get("char_langs"), score_options.get("schema"), args.comet)
     systems = _rescore(args) if args.predictions else _generate(args)  # names checked there
+    if not PartialState().is_main_process:  # data-parallel generation: the main process scores and writes
+        return 0
     scores = {name: score_by_language(args.task, ex, preds, **score_options) for name, (ex, preds) in systems.items()}
     rows = {name: prediction_rows(ex, preds, name) for name, (ex, preds) in systems.items()}
     written = write_report(

@@ -41,6 +41,32 @@ def render_prompt(tokenizer, prompt: str, *, system_prompt: str | None, chat: bo
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def encode_prompts(
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    system_prompts: Sequence[str | None] | None = None,
+    chat_template: bool | None = None,
+) -> list[list[int]]:
+    """The token ids the model sees for each prompt (`render_prompt`, then the tokenizer). A rendered chat template
+    already holds the special tokens it needs, so those prompts are encoded without adding BOS a second time.
+
+    Raises:
+        ConfigError: a chat template was asked for and the tokenizer has none.
+        DataError: a prompt encodes to no tokens.
+    """
+    chat = use_chat_template(tokenizer, chat_template)
+    system_prompts = system_prompts if system_prompts is not None else [None] * len(prompts)
+    texts = [
+        render_prompt(tokenizer, p, system_prompt=s, chat=chat) for p, s in zip(prompts, system_prompts, strict=True)
+    ]
+    encoded = [tokenizer(text, add_special_tokens=not chat)["input_ids"] for text in texts]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise DataError(f"prompt #{i} encodes to no tokens: {prompts[i]!r}")
+    return encoded
+
+
 def _eos_ids(model, tokenizer) -> list[int]:
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = set([configured] if isinstance(configured, int) else configured or [])
@@ -74,8 +100,7 @@ def generate(
         tokenizer: its tokenizer; the pad token (or, without one, the EOS token) pads.
         prompts: user prompts.
         system_prompts: an optional system prompt per prompt.
-        chat_template: see `use_chat_template`. A rendered chat template already holds the special
-            tokens it needs, so those prompts are encoded without adding BOS a second time.
+        chat_template: see `use_chat_template` and `encode_prompts`.
         batch_size: prompts per `model.generate` call.
         max_new_tokens: generation budget per prompt.
         progress: show a tqdm progress bar.
@@ -93,23 +118,20 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ConfigError("the tokenizer has neither a pad nor an EOS token to pad with")
-    chat = use_chat_template(tokenizer, chat_template)
-    system_prompts = system_prompts if system_prompts is not None else [None] * len(prompts)
-    texts = [
-        render_prompt(tokenizer, p, system_prompt=s, chat=chat) for p, s in zip(prompts, system_prompts, strict=True)
-    ]
-    encoded = [tokenizer(text, add_special_tokens=not chat)["input_ids"] for text in texts]
-    for i, ids in enumerate(encoded):
-        if not ids:
-            raise DataError(f"prompt #{i} encodes to no tokens: {prompts[i]!r}")
+    encoded = encode_prompts(tokenizer, prompts, system_prompts=system_prompts, chat_template=chat_template)
     eos_ids = _eos_ids(model, tokenizer)
     device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    # Data parallel under `accelerate launch` / `torchrun`: each process takes every n-th prompt of the
+    # length-sorted order (so every process gets as many long prompts as short ones), then all gather the outputs.
+    state = _process_state()
+    order = order[state.process_index :: state.num_processes]
     outputs: list[str] = [""] * len(encoded)
     was_training = model.training
     model.eval()
     try:
-        with tqdm(total=len(encoded), desc=desc, disable=not progress, unit="ex") as bar:
+        shown = progress and state.is_main_process
+        with tqdm(total=len(order), desc=desc, disable=not shown, unit="ex") as bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 # Left padding: every prompt ends at the same column, so new tokens start at `width`.
@@ -131,4 +153,16 @@ def generate(
                 bar.update(len(batch))
     finally:
         model.train(was_training)
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        for i, text in gather_object([(i, outputs[i]) for i in order]):
+            outputs[i] = text
     return outputs
+
+
+def _process_state():
+    """Accelerate's view of the processes: one, unless launched with `accelerate launch` or `torchrun`."""
+    from accelerate import PartialState
+
+    return PartialState()
