@@ -166,6 +166,17 @@ def test_json_with_schema(tmp_path):
     assert en["schema_valid"] == pytest.approx(200 / 3) and en["parse_rate"] == 100.0
 
 
+def test_a_parquet_eval_set_with_its_own_column_names(tmp_path):
+    rows = [{"locale": "de", "utt": "weck mich um neun", "answer": "time: neun"}] * 2
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "dev.parquet"))
+    (tmp_path / "p.txt").write_text("time: neun\nNone\n", encoding="utf-8")
+    argv = ["--task", "slot", "--data", tmp_path / "dev.parquet", "--columns", "prompt=utt", "gold=answer"]
+    argv += ["lang=locale", "--predictions", f"x={tmp_path / 'p.txt'}", "--output_dir", tmp_path / "out"]
+    assert run_cli(argv) == 0
+    assert scores_of(tmp_path / "out")["systems"]["x"]["de"]["slot_f1"] == pytest.approx(200 / 3)
+    assert run_cli([*argv, "--format", "massive"]) == 2  # --columns maps generic rows only
+
+
 def test_massive_hf_format(tmp_path, monkeypatch):
     class Rows(list):
         features = {"intent": None}  # noqa: RUF012 - a stand-in for datasets.Features

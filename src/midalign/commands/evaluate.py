@@ -20,7 +20,7 @@ Generate greedily with a base model and its adapters (--model_name_or_path), or 
 files (--predictions), then write per-language scores, tables and charts into --output_dir.
 """
 GROUPS = {
-    "data": ["format", "data", "locales", "partition", "with_intent", "pairs", "split", "limit"],
+    "data": ["format", "data", "columns", "locales", "partition", "with_intent", "pairs", "split", "limit"],
     "generation": [
         "backend",
         "vllm_kwargs",
@@ -66,6 +66,10 @@ class EvaluateArguments:
             "owner/name[:config[:split]]; massive: the same, or the release's folder of <locale>.jsonl; text: a path "
             "pattern with {lang} (and {src}, {tgt}); flores: the dataset folder."
         },
+    )
+    columns: list[str] | None = field(
+        default=None,
+        metadata={"help": "jsonl: the data's column names when they differ, e.g. prompt=utt gold=answer lang=locale."},
     )
     locales: list[str] | None = field(default=None, metadata={"help": "massive, massive-hf: locales to evaluate."})
     partition: str = field(default="test", metadata={"help": "massive, massive-hf: train, dev or test."})
@@ -147,6 +151,7 @@ def _is_massive_release(data: str) -> bool:
 
 
 def _load_data(args: EvaluateArguments) -> list[dict]:
+    from midalign.data.sources import parse_columns
     from midalign.evaluation import loaders
 
     needs_data = args.format != "massive-hf"
@@ -161,8 +166,10 @@ def _load_data(args: EvaluateArguments) -> list[dict]:
     if args.format in ("text", "flores") and args.task != "mt":
         raise ConfigError(f"--format {args.format} is for --task mt")
     massive = {"partition": args.partition, "with_intent": args.with_intent}
+    if args.columns and args.format != "jsonl":
+        raise ConfigError(f"--columns applies to --format jsonl, not {args.format}")
     if args.format == "jsonl":
-        examples = loaders.load_examples(args.data, args.task)
+        examples = loaders.load_examples(args.data, args.task, columns=parse_columns(args.columns, "--columns"))
     elif args.format == "massive" and _is_massive_release(args.data):
         examples = loaders.load_massive_jsonl(args.data, locales=args.locales, **massive)
     elif args.format == "massive":  # MASSIVE's columns in any other source: the split names the partition
