@@ -20,7 +20,11 @@ import time
 import typing
 from pathlib import Path
 
-from midalign.demo import METRICS, DemoConfig, run_demo
+from midalign.demo import DemoConfig, run_demo
+from midalign.demo_report import LABELS, TASKS
+
+# The table's transfer columns per task: the headline metric first, as the paper reports them.
+COLUMNS = {"slot": ("slot_type_f1", "intent_acc", "slot_f1"), "json": ("field_f1", "exact_match", "parse_rate")}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -48,7 +52,7 @@ def base_alignment_to_pivot(run_dir: Path, layer: int, pivot: str = "en") -> dic
     return {lang: statistics.fmean(values) for lang, values in scores.items()}
 
 
-def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]]) -> list[str]:
+def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]], columns: tuple[str, ...]) -> list[str]:
     """Claims 5 and 6: mid-align's gain over the baseline when aligning only a subset of the languages, on the
     languages it aligned and on those it never saw in the alignment data, next to aligning every language."""
 
@@ -69,10 +73,10 @@ def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]]) -
         "5, 6. Aligning a subset of the languages: mid-align - baseline, mean over the languages named, "
         "mean ± std over seeds (points)",
         "",
-        "| aligned through | languages scored | slot-type F1 gain | intent acc. gain | slot F1 gain |",
+        "| aligned through | languages scored | " + " | ".join(f"{LABELS[m]} gain" for m in columns) + " |",
         "|---|---|---:|---:|---:|",
     ]
-    metrics = ("slot_type_f1", "intent_acc", "slot_f1")
+    metrics = columns
     for name, by_seed in subset_runs.items():
         seen = [lang for lang in transfer if lang in subsets[name]]
         unseen = [lang for lang in transfer if lang not in subsets[name]]
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--output_dir", default="runs/bench")
     p.add_argument("--align_weight", type=float, help="override the demo's alignment loss weight")
     p.add_argument("--threads", type=int, default=DemoConfig.threads, help="CPU threads of every stage")
+    p.add_argument("--task", choices=sorted(TASKS), default="slot", help="slot filling, or answered as JSON (claim 9)")
     p.add_argument(
         "--subsets",
         nargs="*",
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> str:
     started = time.perf_counter()
     runs = {
         seed: run_demo(
-            DemoConfig(preset=args.preset, seed=seed, threads=args.threads, overrides=extra), args.output_dir
+            DemoConfig(preset=args.preset, seed=seed, threads=args.threads, task=args.task, overrides=extra),
+            args.output_dir,
         )
         for seed in args.seeds
     }
@@ -128,7 +134,14 @@ def main(argv: list[str] | None = None) -> str:
     layer_runs = {
         layer: {
             seed: run_demo(
-                DemoConfig(preset=args.preset, seed=seed, threads=args.threads, align_layer=layer, overrides=extra),
+                DemoConfig(
+                    preset=args.preset,
+                    seed=seed,
+                    threads=args.threads,
+                    task=args.task,
+                    align_layer=layer,
+                    overrides=extra,
+                ),
                 args.output_dir,
             )
             for seed in layer_seeds
@@ -142,6 +155,7 @@ def main(argv: list[str] | None = None) -> str:
                     preset=args.preset,
                     seed=seed,
                     threads=args.threads,
+                    task=args.task,
                     variant=name,
                     overrides={**extra, "parallel_languages": langs},
                 ),
@@ -158,6 +172,9 @@ def main(argv: list[str] | None = None) -> str:
     def avg(run, system, group, metric):
         return run["systems"][system]["averages"][group][metric]
 
+    columns, kept_metric = COLUMNS[args.task], TASKS[args.task].kept
+    kept_label = LABELS[kept_metric]
+
     lines = [
         f"Preset `{args.preset}`, seeds {args.seeds}, {len(first['languages'])} languages "
         f"(supervised: {', '.join(first['supervised'])}), alignment at block {layer} of "
@@ -167,14 +184,14 @@ def main(argv: list[str] | None = None) -> str:
         + ", ".join(f"{k} {v}" for k, v in first["config"]["training"].items())
         + f"; merge weight {first['config']['demo']['merge_weight']}.",
         "",
-        "| system | transfer slot-type F1 | transfer intent acc. | transfer slot F1 (copied values) | "
-        "supervised slot F1 | held-out retrieval at block "
-        f"{layer} (margin) |",
+        "| system | "
+        + " | ".join(f"transfer {LABELS[m]}" for m in columns)
+        + f" | supervised {kept_label} | held-out retrieval at block {layer} (margin) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for system in ("baseline", "mid-align", "merged"):
-        cells = [fmt([avg(r, system, "transfer", m) for r in runs.values()]) for m in METRICS[1:] + METRICS[:1]]
-        cells.append(fmt([avg(r, system, "supervised", "slot_f1") for r in runs.values()]))
+        cells = [fmt([avg(r, system, "transfer", m) for r in runs.values()]) for m in columns]
+        cells.append(fmt([avg(r, system, "supervised", kept_metric) for r in runs.values()]))
         cells.append(fmt([100 * r["retrieval"][system]["margin"][layer] for r in runs.values()]))
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
     lines += ["", "| check | value |", "|---|---|"]
@@ -184,7 +201,7 @@ def main(argv: list[str] | None = None) -> str:
     ]
     # The claims of issue #20 (Liu & Niehues 2025), numbered as there.
     lines.append(f"| 1. mechanism: retrieval gain at the aligned block, points (target >= +25) | {fmt(retr)} |")
-    for metric in ("slot_f1", "slot_type_f1", "intent_acc"):
+    for metric in columns:
         base = [avg(r, "baseline", "transfer", metric) for r in runs.values()]
         mid = [avg(r, "mid-align", "transfer", metric) for r in runs.values()]
         gain = statistics.fmean(mid) - statistics.fmean(base)
@@ -195,15 +212,15 @@ def main(argv: list[str] | None = None) -> str:
             f"{gain:+.1f}; {verdict} |"
         )
     sup = [
-        avg(r, "mid-align", "supervised", "slot_f1") - avg(r, "baseline", "supervised", "slot_f1")
+        avg(r, "mid-align", "supervised", kept_metric) - avg(r, "baseline", "supervised", kept_metric)
         for r in runs.values()
     ]
     kept = abs(statistics.fmean(sup)) <= 1 and all(abs(d) <= 3 for d in sup)
     lines.append(
-        "| 3. supervised slot F1, mid-align - baseline (mean within 1, every seed within 3) | "
+        f"| 3. supervised {kept_label}, mid-align - baseline (mean within 1, every seed within 3) | "
         f"{fmt(sup)} (seeds: {', '.join(f'{d:+.1f}' for d in sup)}); {'yes' if kept else 'no'} |"
     )
-    for metric in ("slot_f1", "slot_type_f1", "intent_acc"):
+    for metric in columns:
         rec = []
         for r in runs.values():
             full = avg(r, "mid-align", "transfer", metric) - avg(r, "baseline", "transfer", metric)
@@ -213,9 +230,10 @@ def main(argv: list[str] | None = None) -> str:
             f"| 7. merged: share of mid-align's transfer {metric} gain recovered, % (target >= 50) | {fmt(rec)} |"
         )
     merged_sup = [
-        avg(r, "merged", "supervised", "slot_f1") - avg(r, "baseline", "supervised", "slot_f1") for r in runs.values()
+        avg(r, "merged", "supervised", kept_metric) - avg(r, "baseline", "supervised", kept_metric)
+        for r in runs.values()
     ]
-    lines.append(f"| 7. merged: supervised slot F1 - baseline (target within 2) | {fmt(merged_sup)} |")
+    lines.append(f"| 7. merged: supervised {kept_label} - baseline (target within 2) | {fmt(merged_sup)} |")
     base_retrieval = base_alignment_to_pivot(Path(args.output_dir) / f"seed{args.seeds[0]}", layer)
     transfer_langs = [lang for lang in first["languages"] if lang not in first["supervised"]]
     if len(transfer_langs) >= 3 and set(transfer_langs) <= set(base_retrieval):
@@ -227,16 +245,18 @@ def main(argv: list[str] | None = None) -> str:
                 for lang in transfer_langs
             ]
 
-        baseline_f1 = per_language("baseline", "slot_f1")
-        mid, base = per_language("mid-align", "slot_type_f1"), per_language("baseline", "slot_type_f1")
+        baseline_f1 = per_language("baseline", kept_metric)
+        mid, base = per_language("mid-align", columns[0]), per_language("baseline", columns[0])
         gains = [m - b for m, b in zip(mid, base, strict=True)]
         lines.append(
-            f"| 8. base retrieval (to and from {first['supervised'][0]}, block {layer}) vs baseline transfer slot F1, "
+            f"| 8. base retrieval (to and from {first['supervised'][0]}, block {layer}) vs baseline transfer "
+            f"{kept_label}, "
             f"Pearson r over {len(x)} languages (the paper: 0.56 / 0.70) | "
             f"{statistics.correlation(x, baseline_f1):+.2f} |"
         )
         lines.append(
-            "| 2. gain largest where the base aligns worst: r of base retrieval vs mid-align's slot-type F1 gain "
+            "| 2. gain largest where the base aligns worst: r of base retrieval vs mid-align's "
+            f"{LABELS[columns[0]]} gain "
             f"(negative supports it) | {statistics.correlation(x, gains):+.2f} |"
         )
     lines.append(f"| total benchmark seconds | {total:.0f} |")
@@ -245,33 +265,30 @@ def main(argv: list[str] | None = None) -> str:
             "",
             f"5. Alignment layer (seeds {layer_seeds}; retrieval gain: mid-align - baseline at the aligned block):",
             "",
-            "| aligned block | transfer slot-type F1 | transfer intent acc. | transfer slot F1 | supervised slot F1 | "
-            "retrieval gain |",
+            "| aligned block | "
+            + " | ".join(f"transfer {LABELS[m]}" for m in columns)
+            + f" | supervised {kept_label} | retrieval gain |",
             "|---:|---:|---:|---:|---:|---:|",
         ]
         middle = {seed: runs[seed] for seed in layer_seeds if seed in runs}
         for by_seed in [middle, *layer_runs.values()]:
             rs = list(by_seed.values())
-            cells = [
-                fmt([avg(r, "mid-align", "transfer", m) for r in rs]) for m in ("slot_type_f1", "intent_acc", "slot_f1")
-            ]
-            cells.append(fmt([avg(r, "mid-align", "supervised", "slot_f1") for r in rs]))
+            cells = [fmt([avg(r, "mid-align", "transfer", m) for r in rs]) for m in columns]
+            cells.append(fmt([avg(r, "mid-align", "supervised", kept_metric) for r in rs]))
             at = rs[0]["align_layer_index"]
             gain = [
                 100 * (r["retrieval"]["mid-align"]["margin"][at] - r["retrieval"]["baseline"]["margin"][at]) for r in rs
             ]
             lines.append(f"| {at} | " + " | ".join(cells) + f" | {fmt(gain)} |")
         rs = list(middle.values())
-        base_cells = [
-            fmt([avg(r, "baseline", "transfer", m) for r in rs]) for m in ("slot_type_f1", "intent_acc", "slot_f1")
-        ]
+        base_cells = [fmt([avg(r, "baseline", "transfer", m) for r in rs]) for m in columns]
         lines.append(
             "| baseline | "
             + " | ".join(base_cells)
-            + f" | {fmt([avg(r, 'baseline', 'supervised', 'slot_f1') for r in rs])} | |"
+            + f" | {fmt([avg(r, 'baseline', 'supervised', kept_metric) for r in rs])} | |"
         )
     if subset_runs:
-        lines += subset_table(runs, subset_runs, subsets)
+        lines += subset_table(runs, subset_runs, subsets, columns)
     lines += [
         "",
         "Base model, retrieval per layer on the held-out multi-way set (all directions), %:",

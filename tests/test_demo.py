@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from midalign import evaluation
 from midalign.cli import main
-from midalign.demo import METRICS, DemoConfig, run_demo
+from midalign.demo import DemoConfig, run_demo
+from midalign.demo_report import METRICS
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +174,27 @@ def test_a_variant_aligns_other_languages_beside_the_main_run(demo):
     recorded = json.loads((work / "seed0" / "mid-align@sub" / "midalign_config.json").read_text())
     assert recorded["parallel_languages"] == languages
     assert (work / "seed0" / "report@sub.md").is_file() and set(variant["systems"]) == set(results["systems"])
+
+
+def test_the_json_task_runs_beside_the_slot_task(demo):
+    """Claim 9's structured task: the same commands answered as JSON objects, fine-tuned and scored by the JSON
+    metrics in `json-seed0/`, on the same world and base model."""
+    from midalign.demo import json_answer, task_files
+    from midalign.demo_report import TASKS
+    from midalign.synthetic.world import WorldPaths
+
+    work, _ = demo
+    results = run_demo(DemoConfig(preset="ci", smallest=True, task="json"), work)
+    assert results["task"] == "json"
+    runs = work / "json-seed0"
+    for name in ("baseline", "mid-align", "align-only"):
+        recorded = json.loads((runs / name / "midalign_config.json").read_text())
+        assert recorded["task_data"].endswith("task-json/train.jsonl")
+    metrics = set(TASKS["json"].metrics)
+    for system in results["systems"].values():
+        assert all(set(scores) == metrics for scores in system["per_language"].values())
+    paths = WorldPaths.in_dir(work / "world")
+    slot_row = json.loads(paths.task_test.read_text().splitlines()[0])
+    json_row = json.loads(task_files(DemoConfig(task="json"), paths)["test"].read_text().splitlines()[0])
+    assert json.loads(json_row["completion"]) == json_answer(slot_row["completion"])
+    assert "JSON field F1" in (runs / "report.md").read_text()

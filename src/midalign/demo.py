@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from midalign.demo_report import METRICS, plot_gain_vs_alignment, report
+from midalign.demo_report import TASKS, plot_gain_vs_alignment, report
 from midalign.errors import ConfigError
 from midalign.files import check_name, write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -51,6 +51,9 @@ class DemoConfig:
     # Names the outputs of runs whose `overrides` change the alignment (`mid-align@subset-a`), so that they sit
     # beside the main run's instead of replacing them. The baseline is shared: it does not align.
     variant: str | None = None
+    # slot: `utterance ->` then ` intent | type: value; ...`; json: the same commands answered as a JSON object
+    # `{"intent": ..., "<type>": "<value>"}` (the paper's structured-generation task; outputs in `json-seed<N>/`).
+    task: Literal["slot", "json"] = "slot"
     eval_limit: int | None = None  # test utterances per language (None: all)
     smallest: bool = False  # the test suite's settings: a few steps of everything
 
@@ -110,6 +113,36 @@ def _record_stage(out: Path, key: dict) -> None:
     write_json_atomic(out / STAGE_KEY, key)
 
 
+def json_answer(completion: str) -> dict:
+    """A slot-format answer (` intent | type: value; ...` or ` intent | None`) as the JSON task's object."""
+    intent, _, slots = completion.strip().partition(" | ")
+    answer: dict = {"intent": intent}
+    if slots != "None":
+        for part in slots.split("; "):
+            key, _, value = part.partition(": ")
+            answer[key] = [*answer[key], value] if isinstance(answer.get(key), list) else value
+    return answer
+
+
+def task_files(config: DemoConfig, paths) -> dict[str, Path]:
+    """The task's train / dev / test JSONL: the world's own for `slot`; for `json` the same rows with the answer
+    as a JSON object, written next to them (`world/task-json/`) and rewritten whenever the world's files change."""
+    files = {"train": paths.task_train, "dev": paths.task_dev, "test": paths.task_test}
+    if config.task == "slot":
+        return files
+    out = {}
+    for split, path in files.items():
+        target = path.parent.parent / f"task-{config.task}" / path.name
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for row in rows:
+            row["completion"] = " " + json.dumps(json_answer(row["completion"]), ensure_ascii=False)
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            write_text_atomic(target, text)
+        out[split] = target
+    return out
+
+
 def _train(
     config: DemoConfig, base: Path, paths, out: Path, mode: str, *, layer: str | None = None
 ) -> tuple[Path, bool]:
@@ -132,7 +165,7 @@ def _train(
         model_name_or_path=str(base),
         output_dir=str(out),
         mode=mode,
-        task_data=str(paths.task_train),
+        task_data=str(task_files(config, paths)["train"]),
         parallel_data=[str(paths.parallel)],
         pivot_language="en",
         # The baseline never aligns: runs at other layers share it (its key must not name the layer).
@@ -149,7 +182,7 @@ def _train(
     key = {
         "settings": settings,
         "base": file_fingerprint(base),
-        "data": file_fingerprint(paths.task_train, paths.parallel),
+        "data": file_fingerprint(task_files(config, paths)["train"], paths.parallel),
     }
     if _stage_is_current(out, key) and (out / "log_history.json").is_file():
         return out, False
@@ -162,7 +195,7 @@ def _train(
     return out, True
 
 
-def _examples(path: Path, limit: int | None) -> list[dict]:
+def _examples(path: Path, limit: int | None, task: str = "slot") -> list[dict]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     per_lang: dict[str, int] = {}
     out = []
@@ -170,12 +203,13 @@ def _examples(path: Path, limit: int | None) -> list[dict]:
         if limit is not None and per_lang.get(r["lang"], 0) >= limit:
             continue
         per_lang[r["lang"]] = per_lang.get(r["lang"], 0) + 1
-        out.append({"lang": r["lang"], "prompt": r["prompt"], "gold": r["completion"], "utt": r["utt"]})
+        gold = json.loads(r["completion"]) if task == "json" else r["completion"]
+        out.append({"lang": r["lang"], "prompt": r["prompt"], "gold": gold, "utt": r["utt"]})
     return out
 
 
 def _predict(
-    base: Path, tokenizer, adapter: Path, examples: list[dict], cache: Path, desc: str
+    base: Path, tokenizer, adapter: Path, examples: list[dict], cache: Path, desc: str, max_new_tokens: int = 48
 ) -> tuple[list[str], bool]:
     """Greedy outputs of `base` + `adapter` for the examples' prompts (and whether they were generated now),
     reused from `cache` when still valid.
@@ -190,13 +224,17 @@ def _predict(
     prompts = [e["prompt"] for e in examples]
     path = cache / f"{adapter.name}.jsonl"
     key = {"model": file_fingerprint(base, adapter)}
+    if max_new_tokens != 48:  # the budget the cached outputs were generated with (48: the slot task's, unrecorded)
+        key["max_new_tokens"] = max_new_tokens
     if path.is_file():
         head, *lines = path.read_text(encoding="utf-8").splitlines()
         rows = [json.loads(line) for line in lines]
         if json.loads(head) == key and [r["prompt"] for r in rows] == prompts:
             return [r["output"] for r in rows], False
     model = load_model(base, adapter=adapter, dtype="float32")
-    outputs = generate(model, tokenizer, prompts, chat_template=False, batch_size=64, max_new_tokens=48, desc=desc)
+    outputs = generate(
+        model, tokenizer, prompts, chat_template=False, batch_size=64, max_new_tokens=max_new_tokens, desc=desc
+    )
     rows = [key] + [{"prompt": p, "output": o} for p, o in zip(prompts, outputs, strict=True)]
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return outputs, True
@@ -230,7 +268,8 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     from midalign.synthetic.pretrain import INFO_FILE, is_finished, pretrain
     from midalign.synthetic.world import WORLD_VERSION, WorldPaths, build_world
 
-    runs = work / f"seed{config.seed}"
+    runs = work / (f"seed{config.seed}" if config.task == "slot" else f"{config.task}-seed{config.seed}")
+    metrics = TASKS[config.task].metrics
     tag = config.tag
     # Seconds of the run that made each stage's output; a reused stage keeps the seconds it took then.
     times_file = runs / f"stage-seconds{tag}.json"
@@ -284,13 +323,15 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     systems["merged"] = merged
     done("align-only + merge", ran_align or ran_merge)
 
-    examples = _examples(paths.task_test, config.eval_limit)
+    examples = _examples(task_files(config, paths)["test"], config.eval_limit, config.task)
+    budget = 48 if config.task == "slot" else 96  # a JSON object spells its keys and quotes
     scores, predictions, generated = {}, {}, False
     for name, adapter in systems.items():
-        outputs, ran = _predict(base, tokenizer, adapter, examples, runs / "eval-cache", desc=f"evaluate {name}")
+        cache = runs / "eval-cache"
+        outputs, ran = _predict(base, tokenizer, adapter, examples, cache, f"evaluate {name}", budget)
         generated |= ran
-        by_language = score_by_language("slot", examples, outputs)
-        scores[name] = {lang: {m: s.get(m, math.nan) for m in METRICS} for lang, s in by_language.items()}
+        by_language = score_by_language(config.task, examples, outputs)
+        scores[name] = {lang: {m: s.get(m, math.nan) for m in metrics} for lang, s in by_language.items()}
         predictions[name] = prediction_rows(examples, outputs, name)
     done("evaluate", generated)
 
@@ -307,7 +348,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     layer_index = json.loads((mid_align / "midalign_config.json").read_text())["align_layer_index"]
     done("analyze", True)
 
-    tables = {m: language_table(scores, m, supervised=supervised) for m in METRICS}
+    tables = {m: language_table(scores, m, supervised=supervised) for m in metrics}
     training, demo_settings = config.read_settings()
     # Per language, the base model's retrieval with the supervised language at the aligned block (both directions).
     pivot, to_pivot = supervised[0], {}
@@ -319,18 +360,19 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     results = {
         "config": dataclasses.asdict(config) | {"training": training, "demo": demo_settings},
         "threads": config.threads,
+        "task": config.task,
         "languages": [lang["code"] for lang in info["languages"]],
         "language_info": info["languages"],
         "supervised": supervised,
         "base_model": {k: base_info[k] for k in ("parameters", "corpus_tokens", "tokens_seen")}
         | {k: pretrain_cfg.__dict__[k] for k in ("num_layers", "hidden_size")},
-        "test_per_language": len(examples) // max(1, len(tables[METRICS[0]].languages)),
+        "test_per_language": len(examples) // max(1, len(tables[metrics[0]].languages)),
         "align_layer_index": layer_index,
         "systems": {
             name: {
                 "per_language": scores[name],
                 "averages": {
-                    group: {m: tables[m].averages(name)[group] for m in METRICS} for group in ("supervised", "transfer")
+                    group: {m: tables[m].averages(name)[group] for m in metrics} for group in ("supervised", "transfer")
                 },
             }
             for name in systems
@@ -353,7 +395,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
         write_text_atomic(runs / f"predictions-{name}{tag}.jsonl", lines)
     write_bytes_atomic(runs / f"retrieval{tag}.png", plot_curves(analysis, "margin", mark_layer=layer_index))
     plot_language_tables(
-        [tables[m] for m in METRICS],
+        [tables[m] for m in metrics],
         runs / f"transfer{tag}.png",
         title=f"Zero-shot transfer from {', '.join(supervised)} (seed {config.seed}, alignment at block {layer_index})",
     )

@@ -4,9 +4,40 @@ tables and charts, the retrieval per layer, and the seconds of each stage."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-METRICS = ("slot_f1", "slot_type_f1", "intent_acc")
-LABELS = {"slot_f1": "slot F1", "slot_type_f1": "slot-type F1", "intent_acc": "intent accuracy"}
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """What the demo reports for a task: its metrics (table columns), the one the supervised language is judged
+    by (`kept`), the one a merge's share of the gain is measured on (`headline`), and the two drawn per language."""
+
+    metrics: tuple[str, ...]
+    kept: str
+    headline: str
+    scatter: tuple[str, str]
+
+
+TASKS = {
+    "slot": TaskMetrics(
+        ("slot_f1", "slot_type_f1", "intent_acc"), "slot_f1", "slot_type_f1", ("slot_type_f1", "intent_acc")
+    ),
+    # The slot task answered as a JSON object: {"intent": ..., "<slot type>": "<value>", ...}.
+    "json": TaskMetrics(("field_f1", "exact_match", "parse_rate"), "field_f1", "field_f1", ("field_f1", "exact_match")),
+}
+METRICS = TASKS["slot"].metrics
+LABELS = {
+    "slot_f1": "slot F1",
+    "slot_type_f1": "slot-type F1",
+    "intent_acc": "intent accuracy",
+    "field_f1": "JSON field F1",
+    "exact_match": "JSON exact match",
+    "parse_rate": "JSON parse rate",
+}
+
+
+def task_metrics(results: dict) -> TaskMetrics:
+    return TASKS[results.get("task", "slot")]
 
 
 def _pct(value: float | None) -> str:
@@ -23,23 +54,24 @@ def _verdict(results: dict) -> list[str]:
     avg = {name: results["systems"][name]["averages"] for name in results["systems"]}
     layer = results["align_layer_index"]
     retrieval = {name: 100 * curve["margin"][layer] for name, curve in results["retrieval"].items()}
+    task = task_metrics(results)
     lines = []
     for name in ("mid-align", "merged"):
         if name not in avg:
             continue
-        gains = {m: avg[name]["transfer"][m] - avg["baseline"]["transfer"][m] for m in METRICS}
-        kept = avg[name]["supervised"]["slot_f1"] - avg["baseline"]["supervised"]["slot_f1"]
+        gains = {m: avg[name]["transfer"][m] - avg["baseline"]["transfer"][m] for m in task.metrics}
+        kept = avg[name]["supervised"][task.kept] - avg["baseline"]["supervised"][task.kept]
         lines.append(
             f"- **{name} vs baseline**: transfer "
-            + ", ".join(f"{LABELS[m]} {gains[m]:+.1f}" for m in METRICS)
-            + f"; supervised slot F1 {kept:+.1f}."
+            + ", ".join(f"{LABELS[m]} {gains[m]:+.1f}" for m in task.metrics)
+            + f"; supervised {LABELS[task.kept]} {kept:+.1f}."
         )
     lines.append(
         f"- **Retrieval at block {layer}** (ratio margin, held-out multi-way set): "
         + ", ".join(f"{name} {value:.1f}%" for name, value in retrieval.items())
         + "."
     )
-    lines += _claims(avg, retrieval)
+    lines += _claims(avg, retrieval, task)
     lines.append(
         "- One fine-tuning seed of a small model: differences of a few points are within seed noise. "
         "`docs/demo.md` and `benchmarks/RESULTS.md` in the midalign repository give the multi-seed picture."
@@ -47,7 +79,7 @@ def _verdict(results: dict) -> list[str]:
     return lines
 
 
-def _claims(avg: dict, retrieval: dict) -> list[str]:
+def _claims(avg: dict, retrieval: dict, task: TaskMetrics) -> list[str]:
     """The paper's claims this run can speak to, each with its numbers and whether it holds here."""
 
     def holds(ok: bool) -> str:
@@ -59,21 +91,24 @@ def _claims(avg: dict, retrieval: dict) -> list[str]:
         f"- *Alignment at the middle block rises* (Llama 3: 39% -> 73%; asked here: +25 points or more): "
         f"{retrieval['baseline']:.1f}% -> {retrieval['mid-align']:.1f}%, {rise:+.1f}; {holds(rise >= 25)}."
     )
-    gains = {m: avg["mid-align"]["transfer"][m] - avg["baseline"]["transfer"][m] for m in METRICS}
+    gains = {m: avg["mid-align"]["transfer"][m] - avg["baseline"]["transfer"][m] for m in task.metrics}
     lines.append(
         "- *Transfer improves*: "
-        + ", ".join(f"{LABELS[m]} {gains[m]:+.1f}" for m in METRICS)
+        + ", ".join(f"{LABELS[m]} {gains[m]:+.1f}" for m in task.metrics)
         + f"; {holds(all(g > 0 for g in gains.values()))} on every metric (a single seed cannot show significance)."
     )
-    kept = avg["mid-align"]["supervised"]["slot_f1"] - avg["baseline"]["supervised"]["slot_f1"]
-    lines.append(f"- *The supervised language is kept* (within 1 point): slot F1 {kept:+.1f}; {holds(abs(kept) <= 1)}.")
+    kept = avg["mid-align"]["supervised"][task.kept] - avg["baseline"]["supervised"][task.kept]
+    lines.append(
+        f"- *The supervised language is kept* (within 1 point): {LABELS[task.kept]} {kept:+.1f}; "
+        f"{holds(abs(kept) <= 1)}."
+    )
     if "merged" in avg:
-        full = gains["slot_type_f1"]
-        part = avg["merged"]["transfer"]["slot_type_f1"] - avg["baseline"]["transfer"]["slot_type_f1"]
+        full = gains[task.headline]
+        part = avg["merged"]["transfer"][task.headline] - avg["baseline"]["transfer"][task.headline]
         share = 100 * part / full if full > 0 else float("nan")
         lines.append(
             f"- *A merged alignment adapter recovers at least half of the gain* (the paper: about two thirds): "
-            f"{_pct(share)}% of the slot-type F1 gain; {holds(full > 0 and share >= 50)}."
+            f"{_pct(share)}% of the {LABELS[task.headline]} gain; {holds(full > 0 and share >= 50)}."
         )
     return [*lines, ""]
 
@@ -106,7 +141,7 @@ def plot_gain_vs_alignment(results: dict) -> bytes:
     from matplotlib.figure import Figure
 
     base = results["base_alignment"]
-    metrics = ("slot_type_f1", "intent_acc")
+    metrics = task_metrics(results).scatter
     figure = Figure(figsize=(5.2 * len(metrics), 4.0))
     FigureCanvasAgg(figure)
     for ax, metric in zip(figure.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
@@ -142,19 +177,20 @@ def _gain_section(results: dict, tag: str) -> list[str]:
         f"{base['pivot']} at block {base['layer']} (the paper finds the largest gains where the base aligns worst, "
         "which would show as a negative correlation).",
         "",
-        "| language | base retrieval | mid-align slot-type F1 gain | mid-align intent gain |",
+        "| language | base retrieval | "
+        + " | ".join(f"mid-align {LABELS[m]} gain" for m in task_metrics(results).scatter)
+        + " |",
         "|---|---:|---:|---:|",
     ]
-    slot = gains_by_language(results, "mid-align", "slot_type_f1")
-    intent = gains_by_language(results, "mid-align", "intent_acc")
-    for lang in slot:
-        lines.append(f"| {lang} | {base['margin'][lang]:.1f} | {slot[lang]:+.1f} | {intent[lang]:+.1f} |")
-    x = [base["margin"][lang] for lang in slot]
-    r_slot, r_intent = (_pearson(x, list(g.values())) for g in (slot, intent))
-    shown = ["n/a" if math.isnan(r) else f"{r:+.2f}" for r in (r_slot, r_intent)]
+    first, second = (gains_by_language(results, "mid-align", m) for m in task_metrics(results).scatter)
+    for lang in first:
+        lines.append(f"| {lang} | {base['margin'][lang]:.1f} | {first[lang]:+.1f} | {second[lang]:+.1f} |")
+    x = [base["margin"][lang] for lang in first]
+    shown = ["n/a" if math.isnan(r) else f"{r:+.2f}" for r in (_pearson(x, list(g.values())) for g in (first, second))]
+    names = [LABELS[m] for m in task_metrics(results).scatter]
     lines += [
         "",
-        f"Pearson r over {len(x)} languages: slot-type F1 gain {shown[0]}, intent gain {shown[1]} (a handful of "
+        f"Pearson r over {len(x)} languages: {names[0]} gain {shown[0]}, {names[1]} gain {shown[1]} (a handful of "
         "languages and one seed: read it as a picture, not a test).",
         "",
     ]
@@ -169,13 +205,15 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
     base = results["base_model"]
     layer = results["align_layer_index"]
     cfg = results["config"]
+    metrics = task_metrics(results).metrics
+    task_name = "slot filling" if results.get("task", "slot") == "slot" else "slot filling answered as JSON objects"
     lines = [
         "# midalign demo: middle-layer alignment on a synthetic multilingual world",
         "",
         f"**What ran.** Preset `{cfg['preset']}`, fine-tuning seed {cfg['seed']}, {_threads(results)}. A synthetic "
         f"world of {len(languages)} languages ({', '.join(languages)}); a tiny Llama ({base['num_layers']} "
         f"blocks, hidden {base['hidden_size']}, {base['parameters'] / 1e6:.1f}M parameters) pretrained from scratch on "
-        f"{base['corpus_tokens'] / 1e6:.2f}M tokens; then LoRA fine-tuning on slot filling in "
+        f"{base['corpus_tokens'] / 1e6:.2f}M tokens; then LoRA fine-tuning on {task_name} in "
         f"{', '.join(supervised)} only: `baseline` (task loss), `mid-align` (task loss alternating with the "
         f"alignment loss at block {layer} of {base['num_layers']}) and `merged` (the baseline plus an "
         f"alignment-only adapter at weight {cfg['demo']['merge_weight']}). Every language is tested zero-shot "
@@ -184,13 +222,13 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
         "## Results",
         "",
         "| system | "
-        + " | ".join(f"{g} {LABELS[m]}" for g in ("supervised", "transfer") for m in METRICS)
+        + " | ".join(f"{g} {LABELS[m]}" for g in ("supervised", "transfer") for m in metrics)
         + f" | retrieval at block {layer} |",
-        "|---|" + "---:|" * (2 * len(METRICS) + 1),
+        "|---|" + "---:|" * (2 * len(metrics) + 1),
     ]
     for name in systems:
         avg = results["systems"][name]["averages"]
-        cells = [_pct(avg[g][m]) for g in ("supervised", "transfer") for m in METRICS]
+        cells = [_pct(avg[g][m]) for g in ("supervised", "transfer") for m in metrics]
         retrieval = 100 * results["retrieval"][name]["margin"][layer]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {retrieval:.1f} |")
     lines += ["", "**What it shows.**", "", *_verdict(results), ""]
@@ -202,7 +240,7 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
         "Each panel: one group of bars per language, then the supervised and transfer averages.",
         "",
     ]
-    for metric in METRICS:
+    for metric in metrics:
         lines += [f"**{LABELS[metric]}**", "", tables[metric].to_markdown(), ""]
     if "base_alignment" in results:
         lines += _gain_section(results, tag)
