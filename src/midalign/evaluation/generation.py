@@ -90,6 +90,9 @@ def generate(
 ) -> list[str]:
     """Greedy outputs for `prompts`, batched with left padding; order is kept.
 
+    Under several processes (`accelerate launch`, `torchrun`) every process must call it with the same prompts:
+    each generates every n-th prompt and all receive every output.
+
     Prompts are sorted by length before batching (less padding; the longest batch runs first, so
     running out of memory shows at once) and the outputs are put back in input order. Each output is
     cut at the first end-of-sequence token (the model's generation config and the tokenizer's) and
