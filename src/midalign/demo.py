@@ -68,6 +68,11 @@ class DemoConfig:
         return {**raw["training"], **self.overrides}, raw["demo"]
 
     @property
+    def runs_folder(self) -> str:
+        """The folder of this seed's fine-tunings in the workdir: `seed0`, or `json-seed0` for the JSON task."""
+        return f"seed{self.seed}" if self.task == "slot" else f"{self.task}-seed{self.seed}"
+
+    @property
     def tag(self) -> str:
         """Suffix of the outputs of runs at another alignment layer (`mid-align@1.0`, `results@1.0.json`)."""
         layer = "" if self.align_layer == DemoConfig.align_layer else f"@{self.align_layer}"
@@ -268,7 +273,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     from midalign.synthetic.pretrain import INFO_FILE, is_finished, pretrain
     from midalign.synthetic.world import WORLD_VERSION, WorldPaths, build_world
 
-    runs = work / (f"seed{config.seed}" if config.task == "slot" else f"{config.task}-seed{config.seed}")
+    runs = work / config.runs_folder
     metrics = TASKS[config.task].metrics
     tag = config.tag
     # Seconds of the run that made each stage's output; a reused stage keeps the seconds it took then.

@@ -8,8 +8,9 @@ from typing import get_type_hints
 
 from midalign.demo import SETTINGS, DemoConfig
 
-# The presets are those `DemoConfig.preset` names (a Literal), so a new preset needs no change here.
+# The presets and tasks are `DemoConfig`'s (Literals), so a new one needs no change here.
 Preset = get_type_hints(DemoConfig)["preset"]
+Task = get_type_hints(DemoConfig)["task"]
 
 DESCRIPTION = """\
 Build a synthetic world, pretrain a tiny Llama, fine-tune baseline / mid-align / merged adapters,
@@ -37,6 +38,10 @@ class DemoArguments:
         default="runs/demo", metadata={"help": "Where every stage writes, and is reused from when run again."}
     )
     seed: int = field(default=DemoConfig.seed, metadata={"help": "Fine-tuning seed."})
+    task: Task = field(
+        default=DemoConfig.task,
+        metadata={"help": "slot: slot filling; json: the same commands answered as JSON objects (in json-seedN)."},
+    )
     align_layer: str = field(
         default=DemoConfig.align_layer,
         metadata={
@@ -61,13 +66,14 @@ def run(args: DemoArguments) -> int:
     config = DemoConfig(
         preset=args.preset,
         seed=args.seed,
+        task=args.task,
         threads=args.threads,
         align_layer=args.align_layer,
         smallest=args.smallest,
         settings=args.settings,
     )
     run_demo(config, args.output_dir)
-    report = Path(args.output_dir) / f"seed{args.seed}" / f"report{config.tag}.md"
+    report = Path(args.output_dir) / config.runs_folder / f"report{config.tag}.md"
     print(report.read_text(encoding="utf-8").split("\n## Per language")[0])
     print(f"full report: {report}")
     return 0
