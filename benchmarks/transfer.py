@@ -121,48 +121,22 @@ def main(argv: list[str] | None = None) -> str:
     extra = {} if args.align_weight is None else {"align_weight": args.align_weight}
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
-    runs = {
-        seed: run_demo(
-            DemoConfig(preset=args.preset, seed=seed, threads=args.threads, task=args.task, overrides=extra),
-            args.output_dir,
+
+    def run(seed: int, **changes) -> dict:
+        """One seed's demo with this command's preset, threads and task, changed as asked."""
+        overrides = {**extra, **changes.pop("overrides", {})}
+        config = DemoConfig(
+            preset=args.preset, seed=seed, threads=args.threads, task=args.task, overrides=overrides, **changes
         )
-        for seed in args.seeds
-    }
+        return run_demo(config, args.output_dir)
+
+    runs = {seed: run(seed) for seed in args.seeds}
     layer_seeds = args.seeds if args.layer_seeds is None else args.layer_seeds
     if not set(layer_seeds) <= set(args.seeds):
         p.error(f"--layer_seeds {layer_seeds} must be among --seeds {args.seeds}")
-    layer_runs = {
-        layer: {
-            seed: run_demo(
-                DemoConfig(
-                    preset=args.preset,
-                    seed=seed,
-                    threads=args.threads,
-                    task=args.task,
-                    align_layer=layer,
-                    overrides=extra,
-                ),
-                args.output_dir,
-            )
-            for seed in layer_seeds
-        }
-        for layer in args.layers
-    }
+    layer_runs = {layer: {seed: run(seed, align_layer=layer) for seed in layer_seeds} for layer in args.layers}
     subset_runs = {
-        name: {
-            seed: run_demo(
-                DemoConfig(
-                    preset=args.preset,
-                    seed=seed,
-                    threads=args.threads,
-                    task=args.task,
-                    variant=name,
-                    overrides={**extra, "parallel_languages": langs},
-                ),
-                args.output_dir,
-            )
-            for seed in args.seeds
-        }
+        name: {seed: run(seed, variant=name, overrides={"parallel_languages": langs}) for seed in args.seeds}
         for name, langs in subsets.items()
     }
     total = time.perf_counter() - started
