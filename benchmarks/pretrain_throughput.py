@@ -20,6 +20,9 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+# The `default` pretraining preset's shape (PretrainConfig), on the demo's 2 threads.
+DEFAULT_SHAPE = dict(hidden=64, blocks=12, intermediate=256, threads=2, batch=16)
+
 
 def build(hidden: int, blocks: int, intermediate: int, vocab: int, seq_len: int) -> LlamaForCausalLM:
     torch.manual_seed(0)
@@ -116,43 +119,10 @@ def main() -> None:
             bf16=True,
         ),
         # The `default` preset as it is (intermediate 4 x hidden) and what could make it cheaper (issue #19).
-        dict(
-            name="h64 x12 i256, 2 threads, torch.compile",
-            hidden=64,
-            blocks=12,
-            intermediate=256,
-            threads=2,
-            batch=16,
-            compile=True,
-        ),
-        dict(
-            name="h64 x12 i256, 2 threads, regional compile",
-            hidden=64,
-            blocks=12,
-            intermediate=256,
-            threads=2,
-            batch=16,
-            compile="regional",
-        ),
-        dict(
-            name="h64 x12 i256, 2 threads, torch.compile, fused AdamW",
-            hidden=64,
-            blocks=12,
-            intermediate=256,
-            threads=2,
-            batch=16,
-            compile=True,
-            fused=True,
-        ),
-        dict(
-            name="h64 x12 i128, 2 threads, torch.compile",
-            hidden=64,
-            blocks=12,
-            intermediate=128,
-            threads=2,
-            batch=16,
-            compile=True,
-        ),
+        dict(DEFAULT_SHAPE, name="h64 x12 i256, 2 threads, torch.compile", compile=True),
+        dict(DEFAULT_SHAPE, name="h64 x12 i256, 2 threads, regional compile", compile="regional"),
+        dict(DEFAULT_SHAPE, name="h64 x12 i256, 2 threads, torch.compile, fused AdamW", compile=True, fused=True),
+        dict(DEFAULT_SHAPE, name="h64 x12 i128, 2 threads, torch.compile", intermediate=128, compile=True),
     ]
     if args.quick:
         variants = variants[:3]
