@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.resources import files
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from midalign import evaluation
@@ -13,11 +15,16 @@ from midalign.cli import main
 from midalign.demo import DemoConfig, run_demo
 from midalign.demo_report import METRICS
 
+# Reruns on one thread: in this process, where the tests can watch `generate` (with two threads the systems fine-tune
+# and evaluate in two child processes; the fixture's first run takes that path).
+ONE = dict(preset="ci", smallest=True, threads=1)
+CLI = ["demo", "--preset", "ci", "--smallest", "--threads", "1"]
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
-    return work, run_demo(DemoConfig(preset="ci", smallest=True), work)
+    return work, run_demo(DemoConfig(preset="ci", smallest=True, threads=2), work)
 
 
 def test_every_stage_writes_its_outputs(demo):
@@ -59,14 +66,43 @@ def test_rerun_reuses_every_stage(demo, capsys, monkeypatch):
     work, _ = demo
     before = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
     monkeypatch.setattr(evaluation, "generate", _refuse)  # the predictions come from the cache
-    assert main(["demo", "--preset", "ci", "--output_dir", str(work), "--smallest"]) == 0
+    assert main([*CLI, "--output_dir", str(work)]) == 0
     after = {p: p.stat().st_mtime_ns for p in (work / "seed0").rglob("adapter_model.safetensors")}
     assert before == after
     assert "transfer" in capsys.readouterr().out
     # The report keeps the seconds of the run that made each stage (a rerun said `pretrain: 0.0`).
     times = json.loads((work / "seed0" / "results.json").read_text())["seconds"]
     assert times["pretrain"]["reused"] and times["pretrain"]["seconds"] > 0
-    assert times["fine-tune"]["reused"] and times["fine-tune"]["seconds"] > 1
+    lanes = times["fine-tune, merge, evaluate"]
+    assert lanes["reused"] and lanes["seconds"] > 1
+    parts = ("fine-tune baseline", "align-only", "merge", "evaluate baseline", "evaluate merged", "fine-tune mid-align")
+    assert set(lanes["parts"]) == {*parts, "evaluate mid-align"}  # each part's seconds, from the two lanes
+
+
+def test_two_lanes_give_the_numbers_of_one(demo, tmp_path):
+    """The fixture fine-tuned and evaluated in two one-thread processes; one thread in this process gives the same
+    adapters and scores (the base model is copied, so only the fine-tuning runs again)."""
+    work, results = demo
+    shutil.copytree(work / "world", tmp_path / "world")
+    shutil.copytree(work / "base", tmp_path / "base")
+    again = run_demo(DemoConfig(**ONE), tmp_path)
+    assert again["systems"] == json.loads(json.dumps(results["systems"]))
+    for name in ("baseline", "mid-align"):
+        first, second = (load_file(w / "seed0" / name / "adapter_model.safetensors") for w in (work, tmp_path))
+        assert all(torch.equal(first[k], second[k]) for k in first), name
+
+
+def test_a_failing_lane_is_one_line_and_stops_the_run(demo, tmp_path, capfd):
+    work, _ = demo
+    for folder in ("world", "base"):
+        shutil.copytree(work / folder, tmp_path / folder)
+    settings = tmp_path / "bad.yaml"
+    settings.write_text((files("midalign") / "configs" / "demo.yaml").read_text().replace("lora_r: 32", "lora_r: -1"))
+    code = main(["demo", "--preset", "ci", "--smallest", "--output_dir", str(tmp_path), "--settings", str(settings)])
+    err = capfd.readouterr().err  # the lanes' processes print to the same stderr
+    assert code == 2 and "failed; its error is printed above" in err.splitlines()[-1]
+    assert "midalign demo: error: --lora_r must be >= 1, got -1" in err and "Traceback" not in err
+    assert not (tmp_path / "seed0" / "results.json").exists()
 
 
 def _refuse(*args, **kwargs):
@@ -86,7 +122,7 @@ def test_a_rewritten_adapter_is_evaluated_again(demo, monkeypatch):
     weights = work / "seed0" / f"merged-w{results['config']['demo']['merge_weight']}" / "adapter_model.safetensors"
     # Rewritten with the same tensors (new bytes, the same function): evaluated again, with the same outputs.
     save_file(load_file(weights), weights, metadata={"format": "pt", "rewritten": "yes"})
-    again = run_demo(DemoConfig(preset="ci", smallest=True), work)
+    again = run_demo(DemoConfig(**ONE), work)
     assert calls == ["evaluate merged"]
     assert again["systems"] == json.loads(json.dumps(results["systems"]))  # greedy decoding: the same outputs
 
@@ -95,7 +131,7 @@ def test_another_alignment_layer_reuses_the_baseline(demo, capsys):
     work, _ = demo
     baseline = work / "seed0" / "baseline" / "adapter_model.safetensors"
     stamp = baseline.stat().st_mtime_ns
-    assert main(["demo", "--preset", "ci", "--output_dir", str(work), "--smallest", "--align_layer", "1.0"]) == 0
+    assert main([*CLI, "--output_dir", str(work), "--align_layer", "1.0"]) == 0
     assert baseline.stat().st_mtime_ns == stamp
     results = json.loads((work / "seed0" / "results@1.0.json").read_text())
     assert results["align_layer_index"] == 4  # the top of the 4 blocks
@@ -110,12 +146,12 @@ def test_changed_inputs_set_old_stages_aside_and_an_interrupted_stage_reruns(dem
     work, _ = demo
     runs = work / "seed0"
     (runs / "align-only" / "log_history.json").unlink()  # killed between the adapter's save and its log
-    run_demo(DemoConfig(preset="ci", smallest=True), work)
+    run_demo(DemoConfig(**ONE), work)
     assert (runs / "align-only" / "log_history.json").is_file()
 
     copy = work.parent / (work.name + "-changed")
     shutil.copytree(work, copy)
-    changed = run_demo(DemoConfig(preset="ci", smallest=True, overrides={"lora_r": 4}), copy)
+    changed = run_demo(DemoConfig(**ONE, overrides={"lora_r": 4}), copy)
     for name in ("baseline", "mid-align", "align-only"):
         assert (copy / "seed0" / f"{name}.stale-1" / "adapter_model.safetensors").is_file(), name  # nothing lost
         config = json.loads((copy / "seed0" / name / "midalign_config.json").read_text())
@@ -168,7 +204,7 @@ def test_a_variant_aligns_other_languages_beside_the_main_run(demo):
     stamp, main_run = baseline.stat().st_mtime_ns, (work / "seed0" / "mid-align" / "adapter_model.safetensors")
     main_stamp = main_run.stat().st_mtime_ns
     languages = [lang for lang in results["languages"] if lang not in results["supervised"]][:2]
-    config = DemoConfig(preset="ci", smallest=True, variant="sub", overrides={"parallel_languages": languages})
+    config = DemoConfig(**ONE, variant="sub", overrides={"parallel_languages": languages})
     variant = run_demo(config, work)
     assert baseline.stat().st_mtime_ns == stamp and main_run.stat().st_mtime_ns == main_stamp  # shared, untouched
     recorded = json.loads((work / "seed0" / "mid-align@sub" / "midalign_config.json").read_text())
@@ -184,7 +220,7 @@ def test_the_json_task_runs_beside_the_slot_task(demo):
     from midalign.synthetic.world import WorldPaths
 
     work, _ = demo
-    results = run_demo(DemoConfig(preset="ci", smallest=True, task="json"), work)
+    results = run_demo(DemoConfig(**ONE, task="json"), work)
     assert results["task"] == "json"
     runs = work / "json-seed0"
     for name in ("baseline", "mid-align", "align-only"):

@@ -7,6 +7,7 @@ Stages (each cached in the work folder and reused when its inputs are unchanged)
 4. fine-tune on slot filling in the supervised language: a task-only `baseline` and `mid-align`;
 5. train an `align-only` adapter and merge it into the baseline (`merged`);
 6. evaluate every language zero-shot (slot F1 with copied values, slot-type F1, intent accuracy);
+   stages 4-6 run in two lanes at once (baseline and merged; mid-align), one process and one thread each;
 7. analyze the fine-tuned and merged models; write `results.json`, `report.md` and plots.
 """
 
@@ -16,13 +17,14 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from midalign.demo_report import TASKS, plot_gain_vs_alignment, report
-from midalign.errors import ConfigError
+from midalign.errors import EXIT_INTERRUPTED, ConfigError, MidalignError
 from midalign.files import check_name, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,9 @@ class DemoConfig:
 
     preset: Literal["ci", "default", "bench"] = "default"
     seed: int = 0
-    threads: int = 2  # CPU threads for every stage: a fixed count, so the numbers do not depend on the machine
+    # CPU threads of the pretraining, and how many systems fine-tune and evaluate at once (one thread each): a fixed
+    # count, so the numbers do not depend on the machine
+    threads: int = 2
     world_seed: int = 0
     align_layer: str = "0.5"
     settings: str = str(SETTINGS)
@@ -245,13 +249,131 @@ def _predict(
     return outputs, True
 
 
+# The systems of each lane, in order (`merged` needs the baseline's adapter). With two threads or more the lanes run
+# at the same time, each in its own process on one thread; with one thread, one after the other.
+LANES = (("baseline", "merged"), ("mid-align",))
+SYSTEMS = ("baseline", "mid-align", "merged")  # the order of the report's columns
+_LANE_FILE = ".lane-{row}{tag}.json"  # what a lane process hands back: the seconds of its parts
+
+
+def _merge(config: DemoConfig, base: Path, baseline: Path, align_only: Path, runs: Path) -> tuple[Path, bool]:
+    """Merge the alignment-only adapter into the baseline at the settings' weight (returns the folder and whether it
+    was merged now), reused while its inputs are the same."""
+    from midalign.merging import merge_adapters
+    from midalign.modeling import file_fingerprint
+
+    weight = config.read_settings()[1]["merge_weight"]
+    merged = runs / f"merged{config.tag}-w{weight}"
+    key = {"weight": weight, "inputs": file_fingerprint(base, baseline, align_only)}
+    if _stage_is_current(merged, key) and (merged / "merge_recipe.json").is_file():
+        return merged, False
+    merge_adapters(base, {"task": baseline, "align": align_only}, [1.0, weight], out_dir=merged)
+    _record_stage(merged, key)
+    return merged, True
+
+
+def _systems(config: DemoConfig, work: Path, names, seconds: dict) -> tuple[dict[str, Path], dict[str, list[str]]]:
+    """Fine-tune (or merge) and evaluate the systems `names` in order, each part reused when its inputs are unchanged.
+
+    Returns each system's adapter folder and its outputs on the test set; `seconds` gets each part's time and
+    whether it was reused.
+    """
+    from midalign.modeling import load_tokenizer
+    from midalign.synthetic.world import WorldPaths
+
+    base, paths, runs, tag = work / "base", WorldPaths.in_dir(work / "world"), work / config.runs_folder, config.tag
+    tokenizer = load_tokenizer(base)
+    examples = _examples(task_files(config, paths)["test"], config.eval_limit, config.task)
+    budget = 48 if config.task == "slot" else 96  # a JSON object spells its keys and quotes
+
+    def timed(part: str, make, *args):
+        start = time.perf_counter()
+        value, ran = make(*args)
+        seconds[part] = {"seconds": round(time.perf_counter() - start, 1), "reused": not ran}
+        return value
+
+    folders, outputs = {}, {}
+    for name in names:
+        if name == "merged":
+            align_only = timed("align-only", _train, config, base, paths, runs / f"align-only{tag}", "align-only")
+            folders[name] = timed("merge", _merge, config, base, runs / "baseline", align_only, runs)
+        else:
+            folder = runs / ("baseline" if name == "baseline" else f"mid-align{tag}")
+            folders[name] = timed(f"fine-tune {name}", _train, config, base, paths, folder, name)
+        cache, desc = runs / "eval-cache", f"evaluate {name}"
+        outputs[name] = timed(desc, _predict, base, tokenizer, folders[name], examples, cache, desc, budget)
+    return folders, outputs
+
+
+def _run_lanes(config: DemoConfig, work: Path, lanes) -> dict:
+    """Run the lanes' systems (`_systems`), each lane in its own one-thread process when there are several.
+
+    Returns the seconds of every part. A lane that fails stops the others (what they finished stays cached).
+    """
+    import subprocess
+    import sys
+
+    seconds: dict = {}
+    if len(lanes) == 1:
+        _systems(config, work, lanes[0], seconds)
+        return seconds
+    runs = work / config.runs_folder
+    runs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = []
+    try:
+        for row, names in enumerate(lanes):
+            job = json.dumps({"config": dataclasses.asdict(config), "work": str(work), "names": names, "row": row})
+            code = f"from midalign.demo import lane_main; lane_main({job!r})"
+            processes.append(subprocess.Popen([sys.executable, "-c", code], env=env))
+        for process, names in zip(processes, lanes, strict=True):
+            if process.wait() != 0:
+                error = MidalignError(f"demo: fine-tuning {' and '.join(names)} failed; its error is printed above")
+                error.exit_code = process.returncode if process.returncode > 0 else EXIT_INTERRUPTED
+                raise error
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
+    for row in range(len(lanes)):
+        handed = runs / _LANE_FILE.format(row=row, tag=config.tag)
+        seconds.update(json.loads(handed.read_text(encoding="utf-8")))
+        handed.unlink()
+    return seconds
+
+
+def lane_main(job: str) -> None:
+    """One lane of `_run_lanes`, in its own process: its systems on one thread, bars on the lane's own row."""
+    import sys
+
+    import torch
+
+    from midalign.errors import report
+    from midalign.progress import set_row
+
+    job = json.loads(job)
+    config = DemoConfig(**job["config"])
+    torch.set_num_threads(1)
+    set_row(job["row"])
+    seconds: dict = {}
+    try:
+        _systems(config, Path(job["work"]), job["names"], seconds)
+    except (MidalignError, OSError, KeyboardInterrupt) as error:
+        sys.exit(report("demo", error))
+    runs = Path(job["work"]) / config.runs_folder
+    write_json_atomic(runs / _LANE_FILE.format(row=job["row"], tag=config.tag), seconds)
+
+
 def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
     """Run every stage into `workdir` and return (and write) `results.json`.
 
-    Runs on `config.threads` CPU threads whatever the machine has: floating-point sums, and so every number,
-    depend on the thread count, so a fixed count gives the same numbers on every machine with that many cores.
-    (The first world's base model was fragile there: a 2-thread run once gave a task-only English slot F1 of 74
-    where one thread gave 97; docs/synthetic-world.md checks the new world's properties on 1 and 2 threads.)
+    Floating-point sums, and so every number, depend on the thread count, so the count is fixed whatever the
+    machine has: the pretraining runs on `config.threads` threads; each system fine-tunes and is evaluated on one
+    thread, `min(2, config.threads)` systems at a time, so from a given base model the numbers are the same for
+    every thread count. (The first world's base model was fragile there: a 2-thread run once gave a task-only
+    English slot F1 of 74 where one thread gave 97; docs/synthetic-world.md checks the world's properties on 1 and
+    2 threads.)
     """
     import torch
 
@@ -268,8 +390,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     from midalign.analysis.report import plot_curves, write_report
     from midalign.evaluation import language_table, prediction_rows, score_by_language
     from midalign.evaluation.tables import plot_language_tables
-    from midalign.merging import merge_adapters
-    from midalign.modeling import file_fingerprint, load_model, load_tokenizer
+    from midalign.modeling import load_model, load_tokenizer
     from midalign.synthetic.pretrain import INFO_FILE, is_finished, pretrain
     from midalign.synthetic.world import WORLD_VERSION, WorldPaths, build_world
 
@@ -311,35 +432,29 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     if not trained:  # the base's own record of how long its pretraining took
         times["pretrain"]["seconds"] = base_info["seconds"]
 
-    tokenizer = load_tokenizer(base)
-    # The baseline does not depend on the alignment layer; runs at other layers share it (`mid-align@1.0`, ...).
-    baseline, ran_baseline = _train(config, base, paths, runs / "baseline", "baseline")
-    mid_align, ran_mid = _train(config, base, paths, runs / f"mid-align{tag}", "mid-align")
-    systems = {"baseline": baseline, "mid-align": mid_align}
-    done("fine-tune", ran_baseline or ran_mid)
-    align_only, ran_align = _train(config, base, paths, runs / f"align-only{tag}", "align-only")
-    merge_weight = config.read_settings()[1]["merge_weight"]
-    merged = runs / f"merged{tag}-w{merge_weight}"
-    merge_key = {"weight": merge_weight, "inputs": file_fingerprint(base, baseline, align_only)}
-    ran_merge = not (_stage_is_current(merged, merge_key) and (merged / "merge_recipe.json").is_file())
-    if ran_merge:
-        merge_adapters(base, {"task": baseline, "align": align_only}, [1.0, merge_weight], out_dir=merged)
-        _record_stage(merged, merge_key)
-    systems["merged"] = merged
-    done("align-only + merge", ran_align or ran_merge)
-
+    task_files(config, paths)  # written once here, not by two lanes at once
+    # Fine-tuning, merging and evaluating run on one thread per system, two systems at a time when `threads` allows:
+    # the numbers are then the same for any thread count, and the second core is used (one fine-tuning spends
+    # most of its time in Python, which a second thread does not speed up).
+    lanes = LANES if config.threads >= 2 else (SYSTEMS,)
+    clock = time.perf_counter()
+    parts = _run_lanes(config, work, lanes)
+    stage = "fine-tune, merge, evaluate"
+    if not all(t["reused"] for t in parts.values()) or stage not in times:
+        times[stage] = {"seconds": round(time.perf_counter() - clock, 1), "reused": False, "parts": parts}
+    else:
+        times[stage]["reused"] = True
+    # Everything is cached now; this pass reads the adapters' outputs back.
+    systems, outputs = _systems(config, work, SYSTEMS, {})
     examples = _examples(task_files(config, paths)["test"], config.eval_limit, config.task)
-    budget = 48 if config.task == "slot" else 96  # a JSON object spells its keys and quotes
-    scores, predictions, generated = {}, {}, False
-    for name, adapter in systems.items():
-        cache = runs / "eval-cache"
-        outputs, ran = _predict(base, tokenizer, adapter, examples, cache, f"evaluate {name}", budget)
-        generated |= ran
-        by_language = score_by_language(config.task, examples, outputs)
+    scores, predictions = {}, {}
+    for name in systems:
+        by_language = score_by_language(config.task, examples, outputs[name])
         scores[name] = {lang: {m: s.get(m, math.nan) for m in metrics} for lang, s in by_language.items()}
-        predictions[name] = prediction_rows(examples, outputs, name)
-    done("evaluate", generated)
+        predictions[name] = prediction_rows(examples, outputs[name], name)
+    clock = time.perf_counter()
 
+    tokenizer = load_tokenizer(base)
     model = load_model(base, dtype="float32")
     analysis = analyze(
         model,
@@ -350,7 +465,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
         batch_size=64,
     )
     write_report(analysis, runs / f"analysis{tag}")
-    layer_index = json.loads((mid_align / "midalign_config.json").read_text())["align_layer_index"]
+    layer_index = json.loads((systems["mid-align"] / "midalign_config.json").read_text())["align_layer_index"]
     done("analyze", True)
 
     tables = {m: language_table(scores, m, supervised=supervised) for m in metrics}

@@ -46,7 +46,9 @@ def _pct(value: float | None) -> str:
 
 def _threads(results: dict) -> str:
     count = results.get("threads", 1)
-    return "one CPU thread" if count == 1 else f"{count} CPU threads"
+    if count == 1:
+        return "one CPU thread"
+    return f"{count} CPU threads (fine-tuning and evaluation: one thread per system, two systems at a time)"
 
 
 def _verdict(results: dict) -> list[str]:
@@ -262,7 +264,10 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
         lines.append(f"| {index} | {cells} |")
     lines += ["", "## Stage times", "", "| stage | seconds | |", "|---|---:|---|"]
     for stage, t in results["seconds"].items():
-        lines.append(f"| {stage} | {t['seconds']:.0f} | {'reused from an earlier run' if t['reused'] else ''} |")
+        notes = ["reused from an earlier run"] if t["reused"] else []
+        if t.get("parts"):  # the systems' parts, two lanes at a time: they add up to more than the stage's seconds
+            notes.append(", ".join(f"{part} {p['seconds']:.0f} s" for part, p in t["parts"].items()))
+        lines.append(f"| {stage} | {t['seconds']:.0f} | {'; '.join(notes)} |")
     total = sum(t["seconds"] for t in results["seconds"].values())
     lines += ["", f"The run that made these outputs took {total / 60:.1f} minutes on {_threads(results)}.", ""]
     return "\n".join(lines)

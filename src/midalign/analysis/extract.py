@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
-from tqdm.auto import tqdm
 
 from midalign.data.batching import pad_batch, tokenize_sentence
 from midalign.errors import DataError
 from midalign.files import write_bytes_atomic
 from midalign.layers import all_hidden_states
 from midalign.pooling import Pooling, pool
+from midalign.progress import bar
 
 
 @torch.no_grad()
@@ -48,7 +48,7 @@ def pooled_states(
     chunks: list[torch.Tensor] = []
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=desc is None):
+    for start in bar(range(0, len(order), batch_size), desc=desc, leave=False, disable=desc is None):
         rows = [encoded[i] for i in order[start : start + batch_size]]
         ids = pad_batch([x for x, _ in rows], pad).to(device)  # [b, T]
         attn = pad_batch([[1] * len(x) for x, _ in rows], 0).to(device)  # [b, T]

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from midalign.analysis.extract import cached_pooled_states, pooled_states
 from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
@@ -16,6 +15,7 @@ from midalign.errors import ConfigError, DataError
 from midalign.files import read_json_file
 from midalign.modeling import BASE, adapter_systems, check_tokenizer_fits, file_fingerprint, weights_fingerprint
 from midalign.pooling import Pooling
+from midalign.progress import bar
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def analyze(
     states: dict[str, dict[str, torch.Tensor]] = {}
     for name, (run_model, adapter_id) in systems:
         states[name] = {}
-        for lang, sentences in tqdm(table.items(), desc=f"analyze {name}", total=len(table), leave=False):
+        for lang, sentences in bar(table.items(), desc=f"analyze {name}", total=len(table), leave=False):
             key = dict(
                 model=base_key,
                 adapter=adapter_id,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from midalign.data.batching import pad_batch
 from midalign.errors import ConfigError, DataError
 from midalign.modeling import adapter_systems as adapter_systems  # the one adapter loop, re-exported here
+from midalign.progress import bar as progress_bar
 
 
 def use_chat_template(tokenizer, chat_template: bool | None) -> bool:
@@ -134,7 +134,7 @@ def generate(
     model.eval()
     try:
         shown = progress and state.is_main_process
-        with tqdm(total=len(order), desc=desc, disable=not shown, unit="ex") as bar:
+        with progress_bar(total=len(order), desc=desc, disable=not shown, unit="ex") as bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 # Left padding: every prompt ends at the same column, so new tokens start at `width`.

@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from midalign.errors import ConfigError
 from midalign.merging.adapters import MERGED
 from midalign.merging.combine import add_merged_adapter, check_method
+from midalign.progress import bar as progress_bar
 
 
 @dataclass
@@ -176,7 +175,7 @@ def sweep_weights(
     values, dev = check_sweep(sweep, list(weights))
     swept = list(weights)[-1]
     scores = {}
-    bar = tqdm(values, desc=f"merge sweep: weight of '{swept}'", unit="weight", disable=not progress)
+    bar = progress_bar(values, desc=f"merge sweep: weight of '{swept}'", unit="weight", disable=not progress)
     for value in bar:
         bar.set_postfix_str(f"{swept}={value:g}")
         label = f"{swept}={value:g}"

@@ -19,11 +19,11 @@ from typing import Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from midalign.errors import ConfigError, DataError
 from midalign.files import write_json_atomic
+from midalign.progress import bar
 
 logger = logging.getLogger(__name__)
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -195,7 +195,7 @@ def pretrain(corpus: str | Path, out_dir: str | Path, config: PretrainConfig, *,
     order, cursor, losses = torch.randperm(len(blocks), generator=generator), 0, []
     model.train()
     loop_start = time.perf_counter()
-    for step in tqdm(range(config.steps), desc="pretraining", disable=not progress):
+    for step in bar(range(config.steps), desc="pretraining", disable=not progress):
         if cursor + config.batch_size > len(order):  # a new epoch in a new order
             order, cursor = torch.randperm(len(blocks), generator=generator), 0
         batch = blocks[order[cursor : cursor + config.batch_size]]  # [B, T]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
+from midalign.progress import bar
+
 LOG_FILE = "log.jsonl"
 # What the bar shows after its estimate; everything logged goes to the file.
 _BAR_KEYS = ("loss", "task_loss", "align_loss", "align_acc")
@@ -39,7 +41,10 @@ class LogFileProgress(ProgressCallback, LogFile):
     `output_dir/log.jsonl` instead of being printed under the bar."""
 
     def on_train_begin(self, args, state, control, **kwargs):
-        ProgressCallback.on_train_begin(self, args, state, control, **kwargs)
+        # transformers' own bar, made by `midalign.progress` (this process's row) and named after the run
+        if state.is_world_process_zero:
+            self.training_bar = bar(total=state.max_steps, dynamic_ncols=True, desc=Path(args.output_dir).name)
+        self.current_step = 0
         LogFile.on_train_begin(self, args, state, control, **kwargs)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
