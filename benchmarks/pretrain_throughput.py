@@ -7,13 +7,17 @@ random tokens for `--steps` timed optimizer steps after `--warmup` untimed ones,
 other, so the ratios compare like with like. Prints tokens per second and the ratio to the first variant.
 
     python benchmarks/pretrain_throughput.py --steps 20
+    python benchmarks/pretrain_throughput.py --only "i256, 2 threads" --vocab 3000 --fresh_processes   # compile cost
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -82,6 +86,16 @@ def measure(variant: dict, args: argparse.Namespace) -> dict:
     }
 
 
+def measure_in_new_process(index: int, variant: dict) -> dict:
+    """`measure` in a child process with an empty inductor cache (the same arguments, this variant only)."""
+    argv = [a for a in sys.argv[1:] if a != "--fresh_processes"]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-")}
+    done = subprocess.run(
+        [sys.executable, __file__, *argv, "--index", str(index)], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
@@ -90,6 +104,13 @@ def main() -> None:
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--quick", action="store_true", help="only the first three variants (smoke test)")
     parser.add_argument("--only", help="only the variants whose name contains this text, e.g. 'h64'")
+    parser.add_argument(
+        "--fresh_processes",
+        action="store_true",
+        help="each variant in a new process with an empty inductor cache: the compile time a fresh machine pays "
+        "(in one process, later variants reuse what the first compile loaded)",
+    )
+    parser.add_argument("--index", type=int, help=argparse.SUPPRESS)  # one variant, for --fresh_processes
     args = parser.parse_args()
     variants = [
         dict(name="h128 x8 (the first world), 1 thread, fp32, batch 16", hidden=128, blocks=8, threads=1, batch=16),
@@ -128,12 +149,15 @@ def main() -> None:
         variants = variants[:3]
     if args.only:
         variants = [v for v in variants if args.only in v["name"]]
+    if args.index is not None:  # a child of --fresh_processes: one variant, one JSON line
+        print(json.dumps(measure(variants[args.index], args)), flush=True)
+        return
     print(f"torch {torch.__version__}; seq_len {args.seq_len}; vocab {args.vocab}; {args.steps} timed steps")
     print("| variant | parameters (M) | tokens/s | ratio to the first | warm-up s (compile) |")
     print("|---|---|---|---|---|")
     first = None
-    for variant in variants:
-        result = measure(variant, args)
+    for index, variant in enumerate(variants):
+        result = measure_in_new_process(index, variant) if args.fresh_processes else measure(variant, args)
         first = first or result["tokens_per_s"]
         print(
             f"| {variant['name']} | {result['params_m']:.2f} | {result['tokens_per_s']:.0f} | "

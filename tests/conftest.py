@@ -6,10 +6,14 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded in tests; fail fast instead of retrying
 
 torch.set_num_threads(1)  # tests share a 2-core machine; one thread each keeps parallel jobs from crawling
+# Two test workers share the cores (pyproject.toml): a property test is judged by its examples, not their speed.
+settings.register_profile("shared-cores", deadline=None)
+settings.load_profile("shared-cores")
 
 WORDS = [
     "the",
@@ -157,3 +161,9 @@ def tiny_model_dir(tmp_path_factory, tokenizer):
     make_model("llama").save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def pytest_collection_modifyitems(items):
+    """The docs test first: it is the longest (every example, twice), so one worker starts on it at once while the
+    other takes the rest of the suite (`--dist loadfile` hands out files in collection order)."""
+    items.sort(key=lambda item: item.path.name != "test_docs.py")  # stable: the rest keep their order

@@ -36,7 +36,7 @@ SETTINGS = Path(__file__).parent / "configs" / "demo.yaml"
 @dataclass(frozen=True)
 class DemoConfig:
     """What the demo runs. `preset` sizes the world and the pretraining: `ci` (plumbing, ~1.5 min), `default` (the
-    README's demo, at most 10 minutes on 2 cores) or `bench` (the transfer benchmark's larger base, pretrained once).
+    README's demo, about 14 minutes on 2 cores) or `bench` (the transfer benchmark's larger base, pretrained once).
 
     The fine-tuning settings come from a YAML file (`settings`, default `midalign/configs/demo.yaml`): its
     `training` section holds `MidAlignConfig` fields, its `demo` section the alignment-only steps and the merge
@@ -347,7 +347,9 @@ def lane_main(job: str) -> None:
     """One lane of `_run_lanes`, in its own process: its systems on one thread, bars on the lane's own row."""
     import sys
 
+    import datasets
     import torch
+    import transformers
 
     from midalign.errors import report
     from midalign.progress import set_row
@@ -356,6 +358,10 @@ def lane_main(job: str) -> None:
     config = DemoConfig(**job["config"])
     torch.set_num_threads(1)
     set_row(job["row"])
+    # Only the lane's own bars: the one-line bars of loading weights and preparing the data set would be drawn
+    # on whatever row the terminal cursor is, over the other lane's.
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     seconds: dict = {}
     try:
         _systems(config, Path(job["work"]), job["names"], seconds)
