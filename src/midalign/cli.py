@@ -63,12 +63,26 @@ def main(argv: list[str] | None = None) -> int:
     Known failures (a bad flag or setting, bad input, the machine refusing, Ctrl-C) end in one line and a
     documented exit code (`midalign.errors.report`); `--debug` anywhere on the line also prints their traceback.
     """
-    from midalign.commands import COMMANDS, command_module, parse
 
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    if "--debug" in argv:
-        argv.remove("--debug")
-        os.environ["MIDALIGN_DEBUG"] = "1"
+    if "--debug" not in argv:
+        return _main(argv)
+    argv.remove("--debug")
+    # For this call only: `main` also runs inside Python (tests, notebooks), where a flag must not outlive its call.
+    previous = os.environ.get("MIDALIGN_DEBUG")
+    os.environ["MIDALIGN_DEBUG"] = "1"
+    try:
+        return _main(argv)
+    finally:
+        if previous is None:
+            del os.environ["MIDALIGN_DEBUG"]
+        else:
+            os.environ["MIDALIGN_DEBUG"] = previous
+
+
+def _main(argv: list[str]) -> int:
+    from midalign.commands import COMMANDS, command_module, parse
+
     if argv[:1] == ["--version"]:
         print(f"midalign {__version__}")
         return 0

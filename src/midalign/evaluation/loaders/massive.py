@@ -69,26 +69,33 @@ def load_massive_jsonl(
         DataError: missing files, malformed lines or annotations, unknown locales, or a requested
             locale without examples.
     """
-    _check_locales(locales)
-    system_prompt = system_prompt or (MASSIVE_INTENT_SYSTEM_PROMPT if with_intent else MASSIVE_SYSTEM_PROMPT)
     root = Path(path)
     if root.is_dir():
         files = [root / f"{loc}.jsonl" for loc in locales] if locales else sorted(root.glob("*.jsonl"))
     else:
         files = [root]
+    rows = ((str(file), number, row) for file in files for number, row in read_jsonl(file))  # read lazily
+    return _collect(rows, str(path), locales, partition, with_intent, system_prompt)
+
+
+def _collect(rows, name: str, locales, partition, with_intent: bool, system_prompt: str | None) -> list[dict]:
+    """The examples of `(origin, row number, row)` triples in these locales and this partition (None: all); the
+    one loop of both MASSIVE readers."""
+    _check_locales(locales)  # before the first row is read: `rows` is lazy
+    system_prompt = system_prompt or (MASSIVE_INTENT_SYSTEM_PROMPT if with_intent else MASSIVE_SYSTEM_PROMPT)
     examples = []
-    for file in files:
-        for number, row in read_jsonl(file):
-            where = {"path": str(file), "line": number}
-            # Rows are filtered on these fields: a malformed one is an error, not a silently skipped row.
-            if partition is not None and require_field(row, "partition", str, where) != partition:
-                continue
-            if locales and require_field(row, "locale", str, where) not in locales:
-                continue
-            examples.append(_massive_example(row, where, with_intent=with_intent, system_prompt=system_prompt))
+    for origin, number, row in rows:
+        where = {"path": origin, "line": number}
+        # Rows are filtered on these fields: a malformed one is an error, not a silently skipped row.
+        if partition is not None and require_field(row, "partition", str, where) != partition:
+            continue
+        if locales and require_field(row, "locale", str, where) not in locales:
+            continue
+        examples.append(_massive_example(row, where, with_intent=with_intent, system_prompt=system_prompt))
     missing = [loc for loc in locales or () if not any(e["lang"] == loc for e in examples)]
     if missing or not examples:
-        raise DataError(f"no examples for locale(s) {missing or 'any'} in partition {partition!r}", path=str(path))
+        within = f" in partition {partition!r}" if partition is not None else ""
+        raise DataError(f"no examples for locale(s) {missing or 'any'}{within}", path=name)
     return examples
 
 
@@ -127,18 +134,7 @@ def load_massive(
     """
     from midalign.data.sources import describe, records
 
-    _check_locales(locales)
-    system_prompt = system_prompt or (MASSIVE_INTENT_SYSTEM_PROMPT if with_intent else MASSIVE_SYSTEM_PROMPT)
-    examples = []
-    for origin, number, row in records(source):
-        where = {"path": origin, "line": number}
-        if locales and require_field(row, "locale", str, where) not in locales:
-            continue
-        examples.append(_massive_example(row, where, with_intent=with_intent, system_prompt=system_prompt))
-    missing = [loc for loc in locales or () if not any(e["lang"] == loc for e in examples)]
-    if missing or not examples:
-        raise DataError(f"no examples for locale(s) {missing or 'any'}", path=describe(source))
-    return examples
+    return _collect(records(source), describe(source), locales, None, with_intent, system_prompt)
 
 
 def load_massive_hf(
