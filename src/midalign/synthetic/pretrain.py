@@ -7,6 +7,7 @@ rate, then a linear decay; packed sequences), not a trainer. The caller sets the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -104,8 +105,25 @@ def train_tokenizer(lines: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     )
 
 
+@contextlib.contextmanager
+def _deterministic_algorithms():
+    """`torch.use_deterministic_algorithms(True)` inside the block, the caller's setting after it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+# Part of the cache key: a base pretrained by an earlier version of the loop is pretrained again (2: deterministic
+# compiled kernels).
+LOOP_VERSION = 2
+
+
 def _cache_key(config: PretrainConfig, corpus: Path) -> str:
     digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    digest.update(f"loop {LOOP_VERSION}".encode())
     digest.update(hashlib.sha256(corpus.read_bytes()).digest())
     return digest.hexdigest()
 
@@ -195,25 +213,29 @@ def pretrain(corpus: str | Path, out_dir: str | Path, config: PretrainConfig, *,
     order, cursor, losses = torch.randperm(len(blocks), generator=generator), 0, []
     model.train()
     loop_start = time.perf_counter()
-    for step in bar(range(config.steps), desc="pretraining", disable=not progress):
-        if cursor + config.batch_size > len(order):  # a new epoch in a new order
-            order, cursor = torch.randperm(len(blocks), generator=generator), 0
-        batch = blocks[order[cursor : cursor + config.batch_size]]  # [B, T]
-        cursor += config.batch_size
-        try:
-            loss = backward(forward, batch)
-        except Exception as error:  # compiling happens in the first forward and backward, and can fail there only
-            if forward is model or step > 0:
-                raise
-            logger.warning("torch.compile failed (%s); pretraining without it", str(error).strip().splitlines()[0])
-            forward = model
+    # Compiled kernels sum some gradients (the tied embedding's) with atomic adds across threads: two runs on 2
+    # threads differed from about step 100. Deterministic algorithms make inductor emit ordered sums instead, at
+    # about 5% of the speed (benchmarks/RESULTS.md, "Pretraining determinism").
+    with _deterministic_algorithms():
+        for step in bar(range(config.steps), desc="pretraining", disable=not progress):
+            if cursor + config.batch_size > len(order):  # a new epoch in a new order
+                order, cursor = torch.randperm(len(blocks), generator=generator), 0
+            batch = blocks[order[cursor : cursor + config.batch_size]]  # [B, T]
+            cursor += config.batch_size
+            try:
+                loss = backward(forward, batch)
+            except Exception as error:  # compiling happens in the first forward and backward, and can fail there only
+                if forward is model or step > 0:
+                    raise
+                logger.warning("torch.compile failed (%s); pretraining without it", str(error).strip().splitlines()[0])
+                forward = model
+                optimizer.zero_grad(set_to_none=True)
+                loss = backward(model, batch)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss = backward(model, batch)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+            losses.append(loss.item())
     loop_seconds = time.perf_counter() - loop_start
     model.eval()
     model.save_pretrained(out)
