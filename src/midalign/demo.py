@@ -36,7 +36,7 @@ SETTINGS = Path(__file__).parent / "configs" / "demo.yaml"
 @dataclass(frozen=True)
 class DemoConfig:
     """What the demo runs. `preset` sizes the world and the pretraining: `ci` (plumbing, ~1.5 min), `default` (the
-    README's demo, about 14 minutes on 2 cores) or `bench` (the transfer benchmark's larger base, pretrained once).
+    README's demo, about 12.5 minutes on 2 cores) or `bench` (the transfer benchmark's larger base, pretrained once).
 
     The fine-tuning settings come from a YAML file (`settings`, default `midalign/configs/demo.yaml`): its
     `training` section holds `MidAlignConfig` fields, its `demo` section the alignment-only steps and the merge
@@ -298,6 +298,7 @@ def _systems(config: DemoConfig, work: Path, names, seconds: dict) -> tuple[dict
             align_only = timed("align-only", _train, config, base, paths, runs / f"align-only{tag}", "align-only")
             folders[name] = timed("merge", _merge, config, base, runs / "baseline", align_only, runs)
         else:
+            # The baseline does not depend on the alignment layer: runs at other layers share it (`mid-align@1.0`).
             folder = runs / ("baseline" if name == "baseline" else f"mid-align{tag}")
             folders[name] = timed(f"fine-tune {name}", _train, config, base, paths, folder, name)
         cache, desc = runs / "eval-cache", f"evaluate {name}"
