@@ -215,7 +215,7 @@ def test_a_variant_aligns_other_languages_beside_the_main_run(demo):
 def test_the_json_task_runs_beside_the_slot_task(demo):
     """Claim 9's structured task: the same commands answered as JSON objects, fine-tuned and scored by the JSON
     metrics in `json-seed0/`, on the same world and base model."""
-    from midalign.demo import json_answer, task_files
+    from midalign.demo_config import json_answer, task_files
     from midalign.demo_report import TASKS
     from midalign.synthetic.world import WorldPaths
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_type_hints
 
-from midalign.demo import SETTINGS, DemoConfig
+from midalign.demo_config import SETTINGS, DemoConfig
 
 # The presets and tasks are `DemoConfig`'s (Literals), so a new one needs no change here.
 Preset = get_type_hints(DemoConfig)["preset"]

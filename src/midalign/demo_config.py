@@ -1,0 +1,138 @@
+"""What `midalign demo` runs (`DemoConfig`, its settings file) and the chores its stages share: the task's files
+and the keys that decide whether a stage's output can be reused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from midalign.errors import ConfigError
+from midalign.files import check_name, write_json_atomic, write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+
+SETTINGS = Path(__file__).parent / "configs" / "demo.yaml"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs. `preset` sizes the world and the pretraining: `ci` (plumbing, ~1.5 min), `default` (the
+    README's demo, about 12.5 minutes on 2 cores) or `bench` (the transfer benchmark's larger base, pretrained once).
+
+    The fine-tuning settings come from a YAML file (`settings`, default `midalign/configs/demo.yaml`): its
+    `training` section holds `MidAlignConfig` fields, its `demo` section the alignment-only steps and the merge
+    weight. `overrides` replaces single `training` fields (a benchmark's `align_weight`, a test's `lora_r`).
+    """
+
+    preset: Literal["ci", "default", "bench"] = "default"
+    seed: int = 0
+    # CPU threads of the pretraining, and how many systems fine-tune and evaluate at once (one thread each): a fixed
+    # count, so the numbers do not depend on the machine
+    threads: int = 2
+    world_seed: int = 0
+    align_layer: str = "0.5"
+    settings: str = str(SETTINGS)
+    overrides: dict = dataclasses.field(default_factory=dict)
+    # Names the outputs of runs whose `overrides` change the alignment (`mid-align@subset-a`), so that they sit
+    # beside the main run's instead of replacing them. The baseline is shared: it does not align.
+    variant: str | None = None
+    # slot: `utterance ->` then ` intent | type: value; ...`; json: the same commands answered as a JSON object
+    # `{"intent": ..., "<type>": "<value>"}` (the paper's structured-generation task; outputs in `json-seed<N>/`).
+    task: Literal["slot", "json"] = "slot"
+    eval_limit: int | None = None  # test utterances per language (None: all)
+    smallest: bool = False  # the test suite's settings: a few steps of everything
+
+    def read_settings(self) -> tuple[dict, dict]:
+        """`(training, demo)` sections of the settings file, with the overrides applied to `training`."""
+        from midalign.files import read_yaml_file
+
+        raw = read_yaml_file(self.settings)
+        unknown = sorted(set(raw) - {"training", "demo"})
+        if unknown or not isinstance(raw.get("training"), dict) or not isinstance(raw.get("demo"), dict):
+            raise ConfigError(f"{self.settings}: expected the sections 'training' and 'demo' (found {sorted(raw)})")
+        return {**raw["training"], **self.overrides}, raw["demo"]
+
+    @property
+    def runs_folder(self) -> str:
+        """The folder of this seed's fine-tunings in the workdir: `seed0`, or `json-seed0` for the JSON task."""
+        return f"seed{self.seed}" if self.task == "slot" else f"{self.task}-seed{self.seed}"
+
+    @property
+    def tag(self) -> str:
+        """Suffix of the outputs of runs at another alignment layer (`mid-align@1.0`, `results@1.0.json`)."""
+        layer = "" if self.align_layer == DemoConfig.align_layer else f"@{self.align_layer}"
+        return layer + (f"@{check_name(self.variant, 'variant')}" if self.variant else "")
+
+    def world_config(self):
+        from midalign.synthetic.world import WorldConfig
+
+        overrides = dict(corpus_lines=1500, n_train=64, n_dev=8, n_test=8, n_parallel=32, n_multiway=16)
+        return WorldConfig.preset(self.preset, seed=self.world_seed, **(overrides if self.smallest else {}))
+
+    def pretrain_config(self):
+        from midalign.synthetic.pretrain import PretrainConfig
+
+        overrides = dict(vocab_size=600, hidden_size=32, num_layers=4, intermediate_size=64, steps=8, seq_len=64)
+        return PretrainConfig.preset(self.preset, seed=self.world_seed, **(overrides if self.smallest else {}))
+
+
+STAGE_KEY = ".stage-key.json"
+
+
+def stage_is_current(out: Path, key: dict) -> bool:
+    """Whether `out` was made from exactly `key`; a folder made from something else is set aside, not reused.
+
+    A stage's key holds everything its output depends on (settings, fingerprints of the base model and data), so
+    switching the preset, the base or a setting in one workdir reruns what changed. Nothing is deleted: an old
+    output moves to `<name>.stale-N`.
+    """
+    recorded = out / STAGE_KEY
+    if recorded.is_file() and json.loads(recorded.read_text(encoding="utf-8")) == key:
+        return True
+    if out.exists():
+        aside, n = out.with_name(f"{out.name}.stale-1"), 1
+        while aside.exists():
+            n += 1
+            aside = out.with_name(f"{out.name}.stale-{n}")
+        logger.warning("demo: %s was made from other inputs; moved to %s", out, aside.name)
+        out.rename(aside)
+    return False
+
+
+def record_stage(out: Path, key: dict) -> None:
+    write_json_atomic(out / STAGE_KEY, key)
+
+
+def json_answer(completion: str) -> dict:
+    """A slot-format answer (` intent | type: value; ...` or ` intent | None`) as the JSON task's object."""
+    intent, _, slots = completion.strip().partition(" | ")
+    answer: dict = {"intent": intent}
+    if slots != "None":
+        for part in slots.split("; "):
+            key, _, value = part.partition(": ")
+            answer[key] = [*answer[key], value] if isinstance(answer.get(key), list) else value
+    return answer
+
+
+def task_files(config: DemoConfig, paths) -> dict[str, Path]:
+    """The task's train / dev / test JSONL: the world's own for `slot`; for `json` the same rows with the answer
+    as a JSON object, written next to them (`world/task-json/`) and rewritten whenever the world's files change."""
+    files = {"train": paths.task_train, "dev": paths.task_dev, "test": paths.task_test}
+    if config.task == "slot":
+        return files
+    out = {}
+    for split, path in files.items():
+        target = path.parent.parent / f"task-{config.task}" / path.name
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for row in rows:
+            row["completion"] = " " + json.dumps(json_answer(row["completion"]), ensure_ascii=False)
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            write_text_atomic(target, text)
+        out[split] = target
+    return out
