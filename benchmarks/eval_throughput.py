@@ -4,10 +4,12 @@ data parallel over processes (as under `accelerate launch` or `torchrun`) vs one
 Runs the paths on the same prompts with a tiny random Llama on CPU, checks that they give the same greedy outputs,
 and prints a Markdown snippet with examples/s and the ratios. With `--processes N` (N > 1), `torchrun` starts N
 one-thread processes of this script (`--worker`), each generating every N-th prompt; their time is set beside one
-process with N threads. The vLLM backend needs a CUDA GPU and has no row here (docs/evaluation.md).
+process with N threads. With `--lora R`, a LoRA adapter of rank R on every linear layer is generated through PEFT's
+layers and again folded into the weights (`merge_and_unload`, as the demo evaluates its systems). The vLLM backend
+needs a CUDA GPU and has no row here (docs/evaluation.md).
 
     python benchmarks/eval_throughput.py [--prompts 64] [--batch_size 16] [--max_new_tokens 32] [--processes 2]
-                                         [--hidden 64] [--layers 4]
+                                         [--hidden 64] [--layers 4] [--lora 32]
 """
 
 from __future__ import annotations
@@ -78,6 +80,29 @@ def throughput(model, tokenizer, prompts, batch_size: int, max_new_tokens: int) 
     return len(prompts) / best, outputs
 
 
+def lora_rows(model, tokenizer, prompts, args) -> list[str]:
+    """Generation through PEFT's LoRA layers against the same adapter merged into the weights."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    config = LoraConfig(r=args.lora, lora_alpha=2 * args.lora, target_modules="all-linear", init_lora_weights=False)
+    peft_model = get_peft_model(copy.deepcopy(model), config).eval()  # B is random, so the adapter changes outputs
+    through, through_out = throughput(peft_model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
+    merged, merged_out = throughput(
+        peft_model.merge_and_unload(), tokenizer, prompts, args.batch_size, args.max_new_tokens
+    )
+    same = sum(a == b for a, b in zip(through_out, merged_out, strict=True))
+    return [
+        f"| batched, LoRA r {args.lora} on every linear layer, through PEFT | {args.batch_size} | {through:.1f} |",
+        f"| batched, the same LoRA merged into the weights | {args.batch_size} | {merged:.1f} |",
+        f"| **merged / through PEFT** | | **{merged / through:.2f}x** |",
+        "",
+        f"Merged outputs equal PEFT's for {same} of {len(prompts)} prompts.",
+    ]
+
+
 def make_prompts(n: int) -> list[str]:
     rng = random.Random(0)
     return [" ".join(f"w{rng.randrange(VOCAB_WORDS)}" for _ in range(rng.randint(5, 40))) for _ in range(n)]
@@ -111,6 +136,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--processes", type=int, default=1, help="also run data parallel over this many processes")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--lora", type=int, default=0, help="also compare a LoRA adapter of this rank, merged or not")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a torchrun process of --processes, writing here
     args = parser.parse_args(argv)
     if args.worker:
@@ -154,6 +180,7 @@ def main(argv: list[str] | None = None) -> str:
             f"| batched, left padding | {args.batch_size} | {batched:.1f} |",
             f"| **ratio** | | **{batched / single:.2f}x** |",
             *parallel_rows,
+            *(lora_rows(model, tokenizer, prompts, args) if args.lora else []),
         ]
     )
     print(snippet)

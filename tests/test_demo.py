@@ -234,3 +234,33 @@ def test_the_json_task_runs_beside_the_slot_task(demo):
     json_row = json.loads(task_files(DemoConfig(task="json"), paths)["test"].read_text().splitlines()[0])
     assert json.loads(json_row["completion"]) == json_answer(slot_row["completion"])
     assert "JSON field F1" in (runs / "report.md").read_text()
+
+
+def test_the_translation_task_runs_beside_the_slot_task(demo):
+    """Claim 9's translation task: into English, fine-tuned from `MT_SOURCES` and scored by chrF++ and BLEU per source
+    language in `mt-seed0/`; its files go through the real readers."""
+    from midalign.data.readers import read_multiway, read_parallel, read_task_examples
+    from midalign.demo_config import MT_SOURCES, task_files
+    from midalign.evaluation.loaders import load_examples
+    from midalign.synthetic.world import WorldPaths
+
+    work, _ = demo
+    results = run_demo(DemoConfig(**ONE, task="mt"), work)
+    assert results["task"] == "mt" and results["supervised"] == list(MT_SOURCES)
+    transfer = set(results["languages"]) - set(MT_SOURCES) - {"en"}
+    for system in results["systems"].values():
+        assert set(system["per_language"]) == set(MT_SOURCES) | transfer  # no English -> English row
+        assert all(set(scores) == {"chrf", "bleu"} for scores in system["per_language"].values())
+    paths = WorldPaths.in_dir(work / "world")
+    files = task_files(DemoConfig(task="mt"), paths)
+    train = read_task_examples(files["train"])
+    pairs = [p for p in read_parallel(paths.parallel) if p.src_lang in MT_SOURCES]
+    assert [r["completion"] for r in train] == [" " + p.tgt for p in pairs]
+    assert all(p.src in r["prompt"] for r, p in zip(train, pairs, strict=True))
+    multiway = read_multiway(paths.multiway)
+    dev, test = (load_examples(files[split], "mt") for split in ("dev", "test"))
+    assert len(dev) + len(test) == len(multiway["en"]) * (len(multiway) - 1)
+    held_out = set(multiway["en"])
+    assert all(e["gold"].strip() in held_out and e["tgt_lang"] == "en" for e in dev + test)
+    assert not held_out & {p.tgt for p in read_parallel(paths.parallel)}  # the test references are never trained on
+    assert "chrF++" in (work / "mt-seed0" / "report.md").read_text()

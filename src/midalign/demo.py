@@ -4,7 +4,7 @@ Stages (each cached in the work folder and reused when its inputs are unchanged)
 1. build the world (languages, corpus, task data, parallel pairs, a held-out multi-way set);
 2. pretrain a tiny Llama on the corpus;
 3. analyze the base model's layers (translation retrieval over every direction);
-4. fine-tune on slot filling in the supervised language: a task-only `baseline` and `mid-align`;
+4. fine-tune on the task (slot filling by default) in the supervised languages: a task-only `baseline` and `mid-align`;
 5. train an `align-only` adapter and merge it into the baseline (`merged`);
 6. evaluate every language zero-shot (slot F1 with copied values, slot-type F1, intent accuracy);
    stages 4-6 run in two lanes at once (baseline and merged; mid-align), one process and one thread each;
@@ -20,7 +20,7 @@ import math
 import time
 from pathlib import Path
 
-from midalign.demo_config import SETTINGS, DemoConfig, task_files
+from midalign.demo_config import SETTINGS, DemoConfig, supervised_languages, task_files
 from midalign.demo_report import TASKS, plot_gain_vs_alignment, report
 from midalign.demo_systems import LANES, SYSTEMS, eval_examples, run_lanes, run_systems
 from midalign.files import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -56,6 +56,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     from midalign.evaluation import language_table, prediction_rows, score_by_language
     from midalign.evaluation.tables import plot_language_tables
     from midalign.modeling import load_model, load_tokenizer
+    from midalign.synthetic.languages import PIVOT
     from midalign.synthetic.pretrain import INFO_FILE, is_finished, pretrain
     from midalign.synthetic.world import WORLD_VERSION, WorldPaths, build_world
 
@@ -86,7 +87,8 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     if built:
         paths = build_world(world_cfg, work / "world")
         info = json.loads(paths.info.read_text())
-    supervised = list(world_cfg.supervised)
+    codes = [lang["code"] for lang in info["languages"]]
+    supervised = supervised_languages(config, codes, list(world_cfg.supervised))
     done("world", built)
 
     pretrain_cfg = config.pretrain_config()
@@ -135,8 +137,8 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
 
     tables = {m: language_table(scores, m, supervised=supervised) for m in metrics}
     training, demo_settings = config.read_settings()
-    # Per language, the base model's retrieval with the supervised language at the aligned block (both directions).
-    pivot, to_pivot = supervised[0], {}
+    # Per language, the base model's retrieval with the pivot (English) at the aligned block (both directions).
+    pivot, to_pivot = PIVOT, {}
     for r in analysis.rows:
         wanted = (r["system"], r["metric"], r["layer"]) == ("base", "margin", layer_index)
         if wanted and r["src"] != r["tgt"] and pivot in (r["src"], r["tgt"]):
@@ -146,7 +148,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
         "config": dataclasses.asdict(config) | {"training": training, "demo": demo_settings},
         "threads": config.threads,
         "task": config.task,
-        "languages": [lang["code"] for lang in info["languages"]],
+        "languages": codes,
         "language_info": info["languages"],
         "supervised": supervised,
         "base_model": {k: base_info[k] for k in ("parameters", "corpus_tokens", "tokens_seen")}

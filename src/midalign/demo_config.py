@@ -42,9 +42,10 @@ class DemoConfig:
     # beside the main run's instead of replacing them. The baseline is shared: it does not align.
     variant: str | None = None
     # slot: `utterance ->` then ` intent | type: value; ...`; json: the same commands answered as a JSON object
-    # `{"intent": ..., "<type>": "<value>"}` (the paper's structured-generation task; outputs in `json-seed<N>/`).
-    task: Literal["slot", "json"] = "slot"
-    eval_limit: int | None = None  # test utterances per language (None: all)
+    # `{"intent": ..., "<type>": "<value>"}` (the paper's structured-generation task; outputs in `json-seed<N>/`);
+    # mt: translation into English, fine-tuned from `MT_SOURCES` and tested from every language (`mt-seed<N>/`).
+    task: Literal["slot", "json", "mt"] = "slot"
+    eval_limit: int | None = None  # test items per language (None: all)
     smallest: bool = False  # the test suite's settings: a few steps of everything
 
     def read_settings(self) -> tuple[dict, dict]:
@@ -119,20 +120,67 @@ def json_answer(completion: str) -> dict:
     return answer
 
 
+# The machine translation task's supervised directions: into English from the well-resourced member of each family
+# (close, middle, distant), so that every family has a supervised and a zero-shot member (docs/demo.md).
+MT_SOURCES = ("xa", "xb", "xc")
+MT_PROMPT = "translate: {source} =>"  # not the pretraining's `text -> en: translation`, so the format is learnt
+
+
+def supervised_languages(config: DemoConfig, world_languages: list[str], world_supervised: list[str]) -> list[str]:
+    """The languages the task is fine-tuned in: the world's for `slot` and `json`; `MT_SOURCES` for `mt`."""
+    if config.task != "mt":
+        return list(world_supervised)
+    return [code for code in MT_SOURCES if code in world_languages]
+
+
 def task_files(config: DemoConfig, paths) -> dict[str, Path]:
     """The task's train / dev / test JSONL: the world's own for `slot`; for `json` the same rows with the answer
-    as a JSON object, written next to them (`world/task-json/`) and rewritten whenever the world's files change."""
+    as a JSON object; for `mt` translation into English. Derived files are written next to the world's
+    (`world/task-<task>/`) and rewritten whenever the world's files change."""
     files = {"train": paths.task_train, "dev": paths.task_dev, "test": paths.task_test}
     if config.task == "slot":
         return files
+    if config.task == "mt":
+        splits = _mt_rows(paths)
+    else:
+        splits = {}
+        for split, path in files.items():
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            for row in rows:
+                row["completion"] = " " + json.dumps(json_answer(row["completion"]), ensure_ascii=False)
+            splits[split] = rows
     out = {}
-    for split, path in files.items():
-        target = path.parent.parent / f"task-{config.task}" / path.name
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        for row in rows:
-            row["completion"] = " " + json.dumps(json_answer(row["completion"]), ensure_ascii=False)
+    for split, rows in splits.items():
+        target = paths.task_train.parent.parent / f"task-{config.task}" / f"{split}.jsonl"
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
             write_text_atomic(target, text)
         out[split] = target
     return out
+
+
+def _mt_rows(paths) -> dict[str, list[dict]]:
+    """Translation into English. train: the alignment pairs from `MT_SOURCES` (the only pairs the world has; mid-align
+    aligns on all of them, so its transfer languages' pairs are alignment data, never task data). dev and test: the
+    held-out multi-way sentences of every other language (a quarter for dev, the rest for test), which neither the
+    corpus nor the pairs contain."""
+    from midalign.data.readers import read_multiway, read_parallel
+
+    train = [
+        {"id": f"train-{p.src_lang}-{i}", "lang": p.src_lang, "prompt": MT_PROMPT.format(source=p.src)}
+        | {"completion": " " + p.tgt}
+        for i, p in enumerate(read_parallel(paths.parallel))
+        if p.src_lang in MT_SOURCES and p.tgt_lang == "en"
+    ]
+    multiway = read_multiway(paths.multiway)
+    english = multiway.pop("en")
+    cut = len(english) // 4
+    splits: dict[str, list[dict]] = {"train": train, "dev": [], "test": []}
+    for lang, lines in multiway.items():
+        for i, (source, reference) in enumerate(zip(lines, english, strict=True)):
+            split = "dev" if i < cut else "test"
+            splits[split].append(
+                {"id": f"{split}-{lang}-{i}", "lang": lang, "prompt": MT_PROMPT.format(source=source)}
+                | {"completion": " " + reference, "src_lang": lang, "tgt_lang": "en", "source": source}
+            )
+    return splits

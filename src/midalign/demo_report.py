@@ -10,12 +10,15 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class TaskMetrics:
     """What the demo reports for a task: its metrics (table columns), the one the supervised language is judged
-    by (`kept`), the one a merge's share of the gain is measured on (`headline`), and the two drawn per language."""
+    by (`kept`), the one a merge's share of the gain is measured on (`headline`), the two drawn per language, and
+    how the report names the task and its test items."""
 
     metrics: tuple[str, ...]
     kept: str
     headline: str
     scatter: tuple[str, str]
+    name: str = "slot filling"
+    items: str = "commands"
 
 
 TASKS = {
@@ -23,7 +26,15 @@ TASKS = {
         ("slot_f1", "slot_type_f1", "intent_acc"), "slot_f1", "slot_type_f1", ("slot_type_f1", "intent_acc")
     ),
     # The slot task answered as a JSON object: {"intent": ..., "<slot type>": "<value>", ...}.
-    "json": TaskMetrics(("field_f1", "exact_match", "parse_rate"), "field_f1", "field_f1", ("field_f1", "exact_match")),
+    "json": TaskMetrics(
+        ("field_f1", "exact_match", "parse_rate"),
+        "field_f1",
+        "field_f1",
+        ("field_f1", "exact_match"),
+        name="slot filling answered as JSON objects",
+    ),
+    # Translation into English (sacrebleu: chrF++ and BLEU), the paper's machine translation task.
+    "mt": TaskMetrics(("chrf", "bleu"), "chrf", "chrf", ("chrf", "bleu"), "translation into English", "sentences"),
 }
 METRICS = TASKS["slot"].metrics
 LABELS = {
@@ -33,6 +44,8 @@ LABELS = {
     "field_f1": "JSON field F1",
     "exact_match": "JSON exact match",
     "parse_rate": "JSON parse rate",
+    "chrf": "chrF++",
+    "bleu": "BLEU",
 }
 
 
@@ -135,8 +148,8 @@ def _pearson(x: list[float], y: list[float]) -> float:
 
 
 def plot_gain_vs_alignment(results: dict) -> bytes:
-    """PNG: per transfer language, the gain over the baseline (mid-align and merged; slot-type F1 and intent) against
-    the base model's retrieval with the supervised language at the aligned block."""
+    """PNG: per transfer language, the gain over the baseline (mid-align and merged; the task's `scatter` metrics)
+    against the base model's retrieval with the pivot (English) at the aligned block."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -207,19 +220,19 @@ def report(results: dict, tables: dict, tag: str = "") -> str:
     base = results["base_model"]
     layer = results["align_layer_index"]
     cfg = results["config"]
-    metrics = task_metrics(results).metrics
-    task_name = "slot filling" if results.get("task", "slot") == "slot" else "slot filling answered as JSON objects"
+    task = task_metrics(results)
+    metrics = task.metrics
     lines = [
         "# midalign demo: middle-layer alignment on a synthetic multilingual world",
         "",
         f"**What ran.** Preset `{cfg['preset']}`, fine-tuning seed {cfg['seed']}, {_threads(results)}. A synthetic "
         f"world of {len(languages)} languages ({', '.join(languages)}); a tiny Llama ({base['num_layers']} "
         f"blocks, hidden {base['hidden_size']}, {base['parameters'] / 1e6:.1f}M parameters) pretrained from scratch on "
-        f"{base['corpus_tokens'] / 1e6:.2f}M tokens; then LoRA fine-tuning on {task_name} in "
+        f"{base['corpus_tokens'] / 1e6:.2f}M tokens; then LoRA fine-tuning on {task.name} in "
         f"{', '.join(supervised)} only: `baseline` (task loss), `mid-align` (task loss alternating with the "
         f"alignment loss at block {layer} of {base['num_layers']}) and `merged` (the baseline plus an "
         f"alignment-only adapter at weight {cfg['demo']['merge_weight']}). Every language is tested zero-shot "
-        f"({results['test_per_language']} commands each, greedy decoding). All scores are percentages.",
+        f"({results['test_per_language']} {task.items} each, greedy decoding). All scores are percentages.",
         "",
         "## Results",
         "",

@@ -40,7 +40,10 @@ class DemoArguments:
     seed: int = field(default=DemoConfig.seed, metadata={"help": "Fine-tuning seed."})
     task: Task = field(
         default=DemoConfig.task,
-        metadata={"help": "slot: slot filling; json: the same commands answered as JSON objects (in json-seedN)."},
+        metadata={
+            "help": "slot: slot filling; json: the same commands answered as JSON objects (in json-seedN); mt: "
+            "translation into English, fine-tuned from xa, xb and xc (in mt-seedN)."
+        },
     )
     align_layer: str = field(
         default=DemoConfig.align_layer,
