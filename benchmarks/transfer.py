@@ -6,7 +6,7 @@
 One world and one pretrained base model (cached in the output folder) are shared by every run; each seed fine-tunes
 its own baseline, mid-align, align-only and merged adapters, and mid-align again at each of `--layers`. Prints a
 markdown report (mean and standard deviation over seeds) for benchmarks/RESULTS.md and writes it to
-OUTPUT_DIR/transfer.md.
+OUTPUT_DIR/transfer.md (`transfer-json.md`, `transfer-mt.md` for the other tasks).
 """
 
 from __future__ import annotations
@@ -267,9 +267,10 @@ def main(argv: list[str] | None = None) -> str:
         )
     report = "\n".join(lines)
     print(report)
-    Path(args.output_dir, "transfer.md").write_text(report + "\n", encoding="utf-8")
+    name = "transfer" if args.task == "slot" else f"transfer-{args.task}"  # one report per task in one folder
+    Path(args.output_dir, f"{name}.md").write_text(report + "\n", encoding="utf-8")
     everything = {"seeds": runs, "layers": layer_runs, "subsets": subset_runs}
-    Path(args.output_dir, "transfer.json").write_text(json.dumps(everything, indent=1))
+    Path(args.output_dir, f"{name}.json").write_text(json.dumps(everything, indent=1))
     return report
 
 

@@ -236,11 +236,12 @@ def test_the_json_task_runs_beside_the_slot_task(demo):
     assert "JSON field F1" in (runs / "report.md").read_text()
 
 
-def test_the_translation_task_runs_beside_the_slot_task(demo):
+def test_the_translation_task_runs_beside_the_slot_task(demo, monkeypatch):
     """Claim 9's translation task: into English, fine-tuned from `MT_SOURCES` and scored by chrF++ and BLEU per source
     language in `mt-seed0/`; its files go through the real readers."""
+    from midalign import demo_config
     from midalign.data.readers import read_multiway, read_parallel, read_task_examples
-    from midalign.demo_config import MT_SOURCES, task_files
+    from midalign.demo_config import MT_PAIRS_PER_SOURCE, MT_SOURCES, task_files
     from midalign.evaluation.loaders import load_examples
     from midalign.synthetic.world import WorldPaths
 
@@ -255,6 +256,7 @@ def test_the_translation_task_runs_beside_the_slot_task(demo):
     files = task_files(DemoConfig(task="mt"), paths)
     train = read_task_examples(files["train"])
     pairs = [p for p in read_parallel(paths.parallel) if p.src_lang in MT_SOURCES]
+    assert len(pairs) <= MT_PAIRS_PER_SOURCE * len(MT_SOURCES)  # this world has fewer: all are taken
     assert [r["completion"] for r in train] == [" " + p.tgt for p in pairs]
     assert all(p.src in r["prompt"] for r, p in zip(train, pairs, strict=True))
     multiway = read_multiway(paths.multiway)
@@ -264,3 +266,7 @@ def test_the_translation_task_runs_beside_the_slot_task(demo):
     assert all(e["gold"].strip() in held_out and e["tgt_lang"] == "en" for e in dev + test)
     assert not held_out & {p.tgt for p in read_parallel(paths.parallel)}  # the test references are never trained on
     assert "chrF++" in (work / "mt-seed0" / "report.md").read_text()
+    monkeypatch.setattr(demo_config, "MT_PAIRS_PER_SOURCE", 3)  # a cap below the world's pairs keeps the first ones
+    capped = demo_config._mt_rows(paths)["train"]
+    first = {lang: [" " + p.tgt for p in pairs if p.src_lang == lang][:3] for lang in MT_SOURCES}
+    assert {lang: [r["completion"] for r in capped if r["lang"] == lang] for lang in MT_SOURCES} == first

@@ -22,7 +22,8 @@ SETTINGS = Path(__file__).parent / "configs" / "demo.yaml"
 @dataclass(frozen=True)
 class DemoConfig:
     """What the demo runs. `preset` sizes the world and the pretraining: `ci` (plumbing, ~1.5 min), `default` (the
-    README's demo, about 12.5 minutes on 2 cores) or `bench` (the transfer benchmark's larger base, pretrained once).
+    README's demo, 10-14 minutes on 2 cores by the machine's speed) or `bench` (the transfer benchmark's larger base,
+    pretrained once).
 
     The fine-tuning settings come from a YAML file (`settings`, default `midalign/configs/demo.yaml`): its
     `training` section holds `MidAlignConfig` fields, its `demo` section the alignment-only steps and the merge
@@ -123,6 +124,7 @@ def json_answer(completion: str) -> dict:
 # The machine translation task's supervised directions: into English from the well-resourced member of each family
 # (close, middle, distant), so that every family has a supervised and a zero-shot member (docs/demo.md).
 MT_SOURCES = ("xa", "xb", "xc")
+MT_PAIRS_PER_SOURCE = 400  # 1,200 training pairs, as many as the `default` world's slot-filling commands
 MT_PROMPT = "translate: {source} =>"  # not the pretraining's `text -> en: translation`, so the format is learnt
 
 
@@ -160,18 +162,18 @@ def task_files(config: DemoConfig, paths) -> dict[str, Path]:
 
 
 def _mt_rows(paths) -> dict[str, list[dict]]:
-    """Translation into English. train: the alignment pairs from `MT_SOURCES` (the only pairs the world has; mid-align
-    aligns on all of them, so its transfer languages' pairs are alignment data, never task data). dev and test: the
-    held-out multi-way sentences of every other language (a quarter for dev, the rest for test), which neither the
-    corpus nor the pairs contain."""
+    """Translation into English. train: the first `MT_PAIRS_PER_SOURCE` alignment pairs of each of `MT_SOURCES` (the
+    only pairs the world has; mid-align aligns on all of them, so its transfer languages' pairs are alignment data,
+    never task data). dev and test: the held-out multi-way sentences of every other language (a quarter for dev, the
+    rest for test), which neither the corpus nor the pairs contain."""
     from midalign.data.readers import read_multiway, read_parallel
 
-    train = [
-        {"id": f"train-{p.src_lang}-{i}", "lang": p.src_lang, "prompt": MT_PROMPT.format(source=p.src)}
-        | {"completion": " " + p.tgt}
-        for i, p in enumerate(read_parallel(paths.parallel))
-        if p.src_lang in MT_SOURCES and p.tgt_lang == "en"
-    ]
+    train, taken = [], dict.fromkeys(MT_SOURCES, 0)
+    for p in read_parallel(paths.parallel):
+        if p.src_lang in taken and p.tgt_lang == "en" and taken[p.src_lang] < MT_PAIRS_PER_SOURCE:
+            row = {"id": f"train-{p.src_lang}-{taken[p.src_lang]}", "lang": p.src_lang}
+            train.append(row | {"prompt": MT_PROMPT.format(source=p.src), "completion": " " + p.tgt})
+            taken[p.src_lang] += 1
     multiway = read_multiway(paths.multiway)
     english = multiway.pop("en")
     cut = len(english) // 4

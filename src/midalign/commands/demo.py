@@ -26,7 +26,7 @@ class DemoArguments:
     preset: Preset = field(
         default=DemoConfig.preset,
         metadata={
-            "help": "Size of the world and the pretraining: ci (plumbing, ~1.5 min), default (about 12.5 min on 2 "
+            "help": "Size of the world and the pretraining: ci (plumbing, ~1.5 min), default (10-14 min on 2 "
             "cores), bench (the transfer benchmark's base: pretrained once in about an hour, then reused)."
         },
     )
