@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import statistics
 import time
 import typing
@@ -35,8 +36,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def fmt(values: list[float]) -> str:
-    m, s = mean_std(values)
-    return f"{m:.1f} ± {s:.1f}"
+    """Mean ± std over the seeds that have a value (NaN: undefined for that seed), and how many those are."""
+    defined = [v for v in values if not math.isnan(v)]
+    if not defined:
+        return "n/a"
+    m, s = mean_std(defined)
+    return f"{m:.1f} ± {s:.1f}" + ("" if len(defined) == len(values) else f" ({len(defined)} of {len(values)} seeds)")
+
+
+def transfer_languages(run: dict) -> list[str]:
+    """The languages a run scored that it was not fine-tuned in (the translation task scores no English row)."""
+    return [lang for lang in run["systems"]["baseline"]["per_language"] if lang not in run["supervised"]]
 
 
 def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]], columns: tuple[str, ...]) -> list[str]:
@@ -54,7 +64,7 @@ def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]], c
         ]
 
     first = next(iter(runs.values()))
-    transfer = [lang for lang in first["languages"] if lang not in first["supervised"]]
+    transfer = transfer_languages(first)
     lines = [
         "",
         "5, 6. Aligning a subset of the languages: mid-align - baseline, mean over the languages named, "
@@ -188,9 +198,10 @@ def main(argv: list[str] | None = None) -> str:
         for r in runs.values():
             full = avg(r, "mid-align", "transfer", metric) - avg(r, "baseline", "transfer", metric)
             part = avg(r, "merged", "transfer", metric) - avg(r, "baseline", "transfer", metric)
-            rec.append(100 * part / full if abs(full) > 1e-9 else float("nan"))
+            rec.append(100 * part / full if full > 0 else float("nan"))  # no gain: nothing to recover
         lines.append(
-            f"| 7. merged: share of mid-align's transfer {metric} gain recovered, % (target >= 50) | {fmt(rec)} |"
+            f"| 7. merged: share of mid-align's transfer {metric} gain recovered, % (target >= 50; nan where "
+            f"mid-align did not gain) | {fmt(rec)} |"
         )
     merged_sup = [
         avg(r, "merged", "supervised", kept_metric) - avg(r, "baseline", "supervised", kept_metric)
@@ -198,7 +209,7 @@ def main(argv: list[str] | None = None) -> str:
     ]
     lines.append(f"| 7. merged: supervised {kept_label} - baseline (target within 2) | {fmt(merged_sup)} |")
     base_retrieval = first["base_alignment"]["margin"]  # per language, with the pivot at the aligned block, %
-    transfer_langs = [lang for lang in first["languages"] if lang not in first["supervised"]]
+    transfer_langs = transfer_languages(first)
     if len(transfer_langs) >= 3 and set(transfer_langs) <= set(base_retrieval):
         x = [base_retrieval[lang] for lang in transfer_langs]
 
