@@ -20,7 +20,7 @@ import math
 import time
 from pathlib import Path
 
-from midalign.demo_config import SETTINGS, DemoConfig, supervised_languages, task_files
+from midalign.demo_config import SETTINGS, DemoConfig, supervised_languages, task_files, task_path
 from midalign.demo_report import TASKS, plot_gain_vs_alignment, report
 from midalign.demo_systems import LANES, SYSTEMS, eval_examples, run_lanes, run_systems
 from midalign.files import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -99,7 +99,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     if not trained:  # the base's own record of how long its pretraining took
         times["pretrain"]["seconds"] = base_info["seconds"]
 
-    task_files(config, paths)  # written once here, not by two lanes at once
+    task_files(config, paths)  # written once here; the lanes read them (`task_path`)
     # Fine-tuning, merging and evaluating run on one thread per system, two systems at a time when `threads` allows:
     # the numbers are then the same for any thread count, and the second core is used (one fine-tuning spends
     # most of its time in Python, which a second thread does not speed up).
@@ -113,7 +113,7 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
         times[stage]["reused"] = True
     # Everything is cached now; this pass reads the adapters' outputs back.
     systems, outputs = run_systems(config, work, SYSTEMS, {})
-    examples = eval_examples(task_files(config, paths)["test"], config.eval_limit, config.task)
+    examples = eval_examples(task_path(config, paths, "test"), config.eval_limit, config.task)
     scores, predictions = {}, {}
     for name in systems:
         by_language = score_by_language(config.task, examples, outputs[name])

@@ -135,6 +135,13 @@ def supervised_languages(config: DemoConfig, world_languages: list[str], world_s
     return [code for code in MT_SOURCES if code in world_languages]
 
 
+def task_path(config: DemoConfig, paths, split: str) -> Path:
+    """Where the task's `split` (train / dev / test) lies; `task_files` writes the derived ones (json, mt)."""
+    if config.task == "slot":
+        return {"train": paths.task_train, "dev": paths.task_dev, "test": paths.task_test}[split]
+    return paths.task_train.parent.parent / f"task-{config.task}" / f"{split}.jsonl"
+
+
 def task_files(config: DemoConfig, paths) -> dict[str, Path]:
     """The task's train / dev / test JSONL: the world's own for `slot`; for `json` the same rows with the answer
     as a JSON object; for `mt` translation into English. Derived files are written next to the world's
@@ -153,7 +160,7 @@ def task_files(config: DemoConfig, paths) -> dict[str, Path]:
             splits[split] = rows
     out = {}
     for split, rows in splits.items():
-        target = paths.task_train.parent.parent / f"task-{config.task}" / f"{split}.jsonl"
+        target = task_path(config, paths, split)
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
             write_text_atomic(target, text)

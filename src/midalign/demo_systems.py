@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from midalign.demo_config import DemoConfig, record_stage, stage_is_current, task_files
+from midalign.demo_config import DemoConfig, record_stage, stage_is_current, task_path
 from midalign.errors import EXIT_INTERRUPTED, MidalignError
 from midalign.files import write_json_atomic, write_text_atomic
 
@@ -29,6 +29,7 @@ def _train(
     from midalign.train import MidAlignConfig, train
 
     training, demo = config.read_settings()
+    train_file = task_path(config, paths, "train")  # written by `task_files` before the lanes start
     steps = {}
     if mode == "align-only":
         steps = dict(max_steps=12 if config.smallest else demo["align_only_steps"][config.preset])
@@ -39,7 +40,7 @@ def _train(
         model_name_or_path=str(base),
         output_dir=str(out),
         mode=mode,
-        task_data=str(task_files(config, paths)["train"]),
+        task_data=str(train_file),
         parallel_data=[str(paths.parallel)],
         pivot_language="en",
         # The baseline never aligns: runs at other layers share it (its key must not name the layer).
@@ -56,7 +57,7 @@ def _train(
     key = {
         "settings": settings,
         "base": file_fingerprint(base),
-        "data": file_fingerprint(task_files(config, paths)["train"], paths.parallel),
+        "data": file_fingerprint(train_file, paths.parallel),
     }
     if stage_is_current(out, key) and (out / "log_history.json").is_file():
         return out, False
@@ -154,7 +155,7 @@ def run_systems(config: DemoConfig, work: Path, names, seconds: dict) -> tuple[d
 
     base, paths, runs, tag = work / "base", WorldPaths.in_dir(work / "world"), work / config.runs_folder, config.tag
     tokenizer = load_tokenizer(base)
-    examples = eval_examples(task_files(config, paths)["test"], config.eval_limit, config.task)
+    examples = eval_examples(task_path(config, paths, "test"), config.eval_limit, config.task)
     # A JSON object spells its keys and quotes; the world's longest English sentence is 18 tokens.
     budget = {"slot": 48, "json": 96, "mt": 32}[config.task]
 
