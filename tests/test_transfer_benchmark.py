@@ -1,0 +1,167 @@
+"""benchmarks/transfer.py's report on hand-made results (the schema of the demo's results.json), so that its
+arithmetic and its verdicts are checked without an hour of runs: each verdict must follow from the numbers beside
+it, a claim that cannot be decided says so, and the translation task (no English row, three supervised sources)
+reports as well as the slot task."""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer.py"
+SPEC = importlib.util.spec_from_file_location("transfer_benchmark", PATH)
+transfer = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(transfer)
+
+TRANSFER = ["xa", "xb", "xc", "xd"]
+BASE_ALIGNMENT = {"xa": 90.0, "xb": 70.0, "xc": 40.0, "xd": 10.0}
+
+
+def fake_run(
+    scores: dict[str, dict[str, dict[str, float]]], *, retrieval: dict[str, float], supervised=("en",), layer=2
+):
+    """One seed's results.json: `scores[system][lang][metric]`, `retrieval[system]` the margin at `layer`."""
+    systems = {}
+    for system, per_language in scores.items():
+        metrics = next(iter(per_language.values())).keys()
+        groups = {"supervised": list(supervised), "transfer": [lang for lang in per_language if lang not in supervised]}
+        systems[system] = {
+            "per_language": per_language,
+            "averages": {
+                group: {m: statistics.fmean(per_language[lang][m] for lang in langs) for m in metrics}
+                for group, langs in groups.items()
+                if all(lang in per_language for lang in langs)
+            },
+        }
+    curve = [0.1, 0.2, 0.3, 0.2]
+    return {
+        "config": {"training": {"align_weight": 0.2}, "demo": {"merge_weight": 0.5}},
+        "languages": ["en", *TRANSFER],
+        "supervised": list(supervised),
+        "align_layer_index": layer,
+        "systems": systems,
+        "retrieval": {
+            "base": {"cosine": curve, "margin": curve, "centred": curve},
+            **{s: {"margin": [r if i == layer else 0.0 for i in range(4)]} for s, r in retrieval.items()},
+        },
+        "base_alignment": {"layer": layer, "pivot": "en", "margin": BASE_ALIGNMENT},
+    }
+
+
+def slot_run(base: float, mid: float, merged: float, english=(90.0, 90.0, 90.0), retrieval=(0.3, 0.8, 0.5)):
+    """Every transfer language at the same score per system; English as given."""
+
+    def system(score, en):
+        rows = {lang: {"slot_type_f1": score, "intent_acc": score, "slot_f1": score} for lang in TRANSFER}
+        return {"en": {"slot_type_f1": en, "intent_acc": en, "slot_f1": en}, **rows}
+
+    scores = {
+        "baseline": system(base, english[0]),
+        "mid-align": system(mid, english[1]),
+        "merged": system(merged, english[2]),
+    }
+    return fake_run(scores, retrieval=dict(zip(("baseline", "mid-align", "merged"), retrieval, strict=True)))
+
+
+def row(report: str, start: str) -> str:
+    lines = [line for line in report.splitlines() if line.startswith(start)]
+    assert len(lines) == 1, (start, lines)
+    return lines[0]
+
+
+def make_report(runs, layer_runs=None, subset_runs=None, subsets=None, task="slot"):
+    return transfer.report(
+        runs, layer_runs or {}, subset_runs or {}, subsets or {}, task=task, preset="bench", seconds=12.0
+    )
+
+
+def test_a_clear_gain_meets_the_claims_and_the_table_holds_the_means():
+    runs = {11: slot_run(30, 60, 45), 12: slot_run(32, 62, 47, english=(91, 90.5, 90))}
+    text = make_report(runs)
+    assert row(text, "| baseline |").startswith("| baseline | 31.0 ± 1.4 | 31.0 ± 1.4 | 31.0 ± 1.4 | 90.5 ± 0.7 |")
+    assert row(text, "| 1. mechanism").endswith("| 50.0 ± 0.0; yes |")  # 80% - 30% at the aligned block
+    assert row(text, "| 2. transfer slot_type_f1").endswith("(4.2)? | +30.0; yes |")  # 3 x 1.41
+    assert row(text, "| 3. supervised").endswith("(seeds: +0.0, -0.5); yes |")
+    assert row(text, "| 7. merged: share of mid-align's transfer slot_f1").endswith("| 50.0 ± 0.0; yes |")
+    assert row(text, "| 7. merged: supervised").endswith("| -0.5 ± 0.7; yes |")
+    assert row(text, "| total benchmark seconds |") == "| total benchmark seconds | 12 |"
+    # Every language scores the same here: no correlation exists, and the report says so instead of failing.
+    assert row(text, "| 8. base retrieval").endswith("| n/a (constant over the languages) |")
+
+
+def test_the_correlations_with_the_base_alignment():
+    def run():
+        # The baseline follows the base alignment; mid-align gains most where the base aligns worst.
+        base = {
+            lang: {"slot_type_f1": a / 2, "intent_acc": 0.0, "slot_f1": a / 2} for lang, a in BASE_ALIGNMENT.items()
+        }
+        mid = {lang: {m: v + (100 - BASE_ALIGNMENT[lang]) / 4 for m, v in row.items()} for lang, row in base.items()}
+        en = {"en": {"slot_type_f1": 90.0, "intent_acc": 90.0, "slot_f1": 90.0}}
+        scores = {"baseline": {**en, **base}, "mid-align": {**en, **mid}, "merged": {**en, **base}}
+        return fake_run(scores, retrieval={"baseline": 0.3, "mid-align": 0.8, "merged": 0.3})
+
+    text = make_report({11: run(), 12: run()})
+    assert row(text, "| 8. base retrieval").endswith("Pearson r over 4 languages (the paper: 0.56 / 0.70) | +1.00 |")
+    assert row(text, "| 2. gain largest where").endswith("| -1.00 |")
+
+
+def test_verdicts_follow_the_numbers_when_the_claims_fail():
+    # Retrieval +10, a gain inside the seeds' noise, English -4, the merge recovering a tenth.
+    runs = {
+        11: slot_run(30, 33, 30.3, english=(90, 86, 85), retrieval=(0.3, 0.4, 0.3)),
+        12: slot_run(40, 43, 40.3, english=(90, 86, 85), retrieval=(0.3, 0.4, 0.3)),
+    }
+    text = make_report(runs)
+    assert row(text, "| 1. mechanism").endswith("; no |")
+    assert row(text, "| 2. transfer intent_acc").endswith("(21.2)? | +3.0; no |")
+    assert row(text, "| 3. supervised").endswith("; no |")
+    assert row(text, "| 7. merged: share of mid-align's transfer slot_type_f1").endswith("| 10.0 ± 0.0; no |")
+    assert row(text, "| 7. merged: supervised").endswith("| -5.0 ± 0.0; no |")
+
+
+def test_one_seed_leaves_the_significance_undecided():
+    text = make_report({11: slot_run(30, 60, 45)})
+    assert row(text, "| 2. transfer slot_f1").endswith("undecided with one seed |")
+
+
+def test_a_loss_has_no_share_to_recover_and_the_translation_task_reports():
+    def mt(base, mid, merged):
+        rows = lambda score: {lang: {"chrf": score, "bleu": score - 10} for lang in ["xa", "xb", "xc", "xd"]}  # noqa: E731
+        scores = {"baseline": rows(base), "mid-align": rows(mid), "merged": rows(merged)}
+        return fake_run(scores, retrieval={"baseline": 0.3, "mid-align": 0.7, "merged": 0.5}, supervised=("xa",))
+
+    text = make_report({11: mt(60, 57, 58), 12: mt(62, 59, 60)}, task="mt")
+    share = row(text, "| 7. merged: share of mid-align's transfer chrf")
+    assert share.endswith("| n/a; undefined: mid-align did not gain |")
+    assert "supervised (xa" not in text and "English" not in text  # the pivot is not a scored language here
+    assert row(text, "| 2. transfer chrf").endswith("| -3.0; no |")
+    assert row(text, "| 8. base retrieval").startswith("| 8. base retrieval (to and from en, block 2)")
+
+
+def test_the_layer_and_subset_tables():
+    runs = {11: slot_run(30, 60, 45), 12: slot_run(32, 62, 47)}
+    top = {seed: {**slot_run(30, 50, 40), "align_layer_index": 3} for seed in (11, 12)}
+    text = make_report(runs, layer_runs={"1.0": top})
+    assert "4. Alignment layer (seeds [11, 12];" in text
+    assert "\n| 2 | 61.0 ± 1.4 | 61.0 ± 1.4 | 61.0 ± 1.4 | 90.0 ± 0.0 | 50.0 ± 0.0 |\n" in text  # the main runs
+    assert "\n| 3 | 50.0 ± 0.0 |" in text
+
+    subset = {11: slot_run(30, 40, 45), 12: slot_run(32, 44, 47)}
+    text = make_report(runs, subset_runs={"A": subset}, subsets={"A": ["xa", "xb"]})
+    assert row(text, "| A (xa, xb) | aligned: xa, xb |").startswith("| A (xa, xb) | aligned: xa, xb | 11.0 ± 1.4 |")
+    assert row(text, "| every language | all 4 transfer languages |").startswith(
+        "| every language | all 4 transfer languages | 30.0 ± 0.0 |"
+    )
+
+
+def test_bad_layer_seeds_fail_before_any_run(monkeypatch, capsys):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a run started before the arguments were checked")
+
+    monkeypatch.setattr(transfer, "run_demo", must_not_run)
+    with pytest.raises(SystemExit):
+        transfer.main(["--seeds", "1", "2", "--layer_seeds", "3"])
+    assert "--layer_seeds [3] must be among --seeds [1, 2]" in capsys.readouterr().err
