@@ -22,7 +22,7 @@ from pathlib import Path
 
 from midalign.demo_config import SETTINGS, DemoConfig, supervised_languages, task_files, task_path
 from midalign.demo_report import TASKS, plot_gain_vs_alignment, report
-from midalign.demo_systems import LANES, SYSTEMS, eval_examples, run_lanes, run_systems
+from midalign.demo_systems import LANES, SYSTEMS, eval_examples, run_lanes
 from midalign.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 __all__ = ["SETTINGS", "DemoConfig", "run_demo"]
@@ -105,14 +105,13 @@ def _run_demo(config: DemoConfig, work: Path) -> dict:
     # most of its time in Python, which a second thread does not speed up).
     lanes = LANES if config.threads >= 2 else (SYSTEMS,)
     clock = time.perf_counter()
-    parts = run_lanes(config, work, lanes)
+    parts, systems, outputs = run_lanes(config, work, lanes)
     stage = "fine-tune, merge, evaluate"
     if not all(t["reused"] for t in parts.values()) or stage not in times:
         times[stage] = {"seconds": round(time.perf_counter() - clock, 1), "reused": False, "parts": parts}
     else:
         times[stage]["reused"] = True
-    # Everything is cached now; this pass reads the adapters' outputs back.
-    systems, outputs = run_systems(config, work, SYSTEMS, {})
+    systems = {name: systems[name] for name in SYSTEMS}  # the report's order, whatever the lanes' order
     examples = eval_examples(task_path(config, paths, "test"), config.eval_limit, config.task)
     scores, predictions = {}, {}
     for name in systems:

@@ -26,6 +26,7 @@ def _train(
     A run killed before it finished is trained again (`resume`), from its last checkpoint if it has one.
     """
     from midalign.modeling import file_fingerprint
+    from midalign.synthetic.languages import PIVOT
     from midalign.train import MidAlignConfig, train
 
     training, demo = config.read_settings()
@@ -42,7 +43,7 @@ def _train(
         mode=mode,
         task_data=str(train_file),
         parallel_data=[str(paths.parallel)],
-        pivot_language="en",
+        pivot_language=PIVOT,  # the world's English: the language every other one aligns to
         # The baseline never aligns: runs at other layers share it (its key must not name the layer).
         align_layer=DemoConfig.align_layer if mode == "baseline" else layer or config.align_layer,
         seed=config.seed,
@@ -179,18 +180,18 @@ def run_systems(config: DemoConfig, work: Path, names, seconds: dict) -> tuple[d
     return folders, outputs
 
 
-def run_lanes(config: DemoConfig, work: Path, lanes) -> dict:
-    """Run the lanes' systems (`_systems`), each lane in its own one-thread process when there are several.
+def run_lanes(config: DemoConfig, work: Path, lanes) -> tuple[dict, dict[str, Path], dict[str, list[str]]]:
+    """Run the lanes' systems (`run_systems`), each lane in its own one-thread process when there are several.
 
-    Returns the seconds of every part. A lane that fails stops the others (what they finished stays cached).
+    Returns the seconds of every part, and every system's adapter folder and test outputs (as `run_systems`). A lane
+    that fails stops the others (what they finished stays cached).
     """
     import subprocess
     import sys
 
     seconds: dict = {}
     if len(lanes) == 1:
-        run_systems(config, work, lanes[0], seconds)
-        return seconds
+        return seconds, *run_systems(config, work, lanes[0], seconds)
     runs = work / config.runs_folder
     runs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -214,11 +215,12 @@ def run_lanes(config: DemoConfig, work: Path, lanes) -> dict:
         handed = runs / _LANE_FILE.format(row=row, tag=config.tag)
         seconds.update(json.loads(handed.read_text(encoding="utf-8")))
         handed.unlink()
-    return seconds
+    # Everything is cached now; this pass reads the lanes' adapters and outputs back.
+    return seconds, *run_systems(config, work, [name for lane in lanes for name in lane], {})
 
 
 def lane_main(job: str) -> None:
-    """One lane of `_run_lanes`, in its own process: its systems on one thread, bars on the lane's own row."""
+    """One lane of `run_lanes`, in its own process: its systems on one thread, bars on the lane's own row."""
     import sys
 
     import datasets
