@@ -7,6 +7,7 @@ held-out loss, with the pretraining time and throughput. World and pretraining f
 
     python benchmarks/base_model.py --preset default --seed 0 --threads 1 --workdir runs/base-default-s0
     python benchmarks/base_model.py --preset ci --workdir /tmp/base-ci --pretrain steps=20
+    python benchmarks/base_model.py --preset bench --threads 2 --workdir runs/bench-p1 --pretrain seed=1
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from midalign.files import write_json_atomic
+from midalign.files import write_json_atomic, write_text_atomic
 from midalign.synthetic.languages import LANGUAGE_TABLE
 from midalign.synthetic.pretrain import PretrainConfig, pretrain
 from midalign.synthetic.probe import probe_base_model
@@ -69,15 +70,18 @@ def summary(probe: dict, info: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--seed", type=int, default=0, help="world and pretraining seed")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="world and pretraining seed (`--pretrain seed=N` changes the second only)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--world", nargs="*", default=[], metavar="KEY=VALUE", help="WorldConfig overrides")
     parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="PretrainConfig overrides")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    world_config = WorldConfig.preset(args.preset, seed=args.seed, **overrides(args.world))
-    pretrain_config = PretrainConfig.preset(args.preset, seed=args.seed, **overrides(args.pretrain))
+    # An override wins over --seed: `--pretrain seed=1` pretrains a second base on the same world.
+    world_config = WorldConfig.preset(args.preset, **{"seed": args.seed, **overrides(args.world)})
+    pretrain_config = PretrainConfig.preset(args.preset, **{"seed": args.seed, **overrides(args.pretrain)})
     start = time.perf_counter()
     paths = build_world(world_config, args.workdir / "world")
     world_s = time.perf_counter() - start
@@ -86,7 +90,7 @@ def main() -> None:
     probe = probe_base_model(model_dir, WorldPaths.in_dir(args.workdir / "world"))
     text = summary(probe, info)
     write_json_atomic(args.workdir / "probe.json", {"world_seconds": world_s, "pretrain": info, **probe})
-    (args.workdir / "summary.txt").write_text(text + "\n")
+    write_text_atomic(args.workdir / "summary.txt", text + "\n")
     print(text)
 
 
