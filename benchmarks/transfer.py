@@ -6,12 +6,16 @@
 One world and one pretrained base model (cached in the output folder) are shared by every run; each seed fine-tunes
 its own baseline, mid-align, align-only and merged adapters, and mid-align again at each of `--layers`. Prints a
 markdown report (mean and standard deviation over seeds) for benchmarks/RESULTS.md and writes it to
-OUTPUT_DIR/transfer.md (`transfer-json.md`, `transfer-mt.md` for the other tasks).
+OUTPUT_DIR/transfer.md (`transfer-json.md`, `transfer-mt.md` for the other tasks), with everything it was made from
+in the `.json` beside it, from which `--reprint` prints it again:
+
+    python benchmarks/transfer.py --reprint runs/bench/transfer.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import statistics
@@ -55,6 +59,17 @@ def pearson(x: list[float], y: list[float]) -> str:
 
 def yes_no(holds: bool) -> str:
     return "yes" if holds else "no"
+
+
+def shown_mean(values: list[float]) -> float:
+    """The mean over the seeds that have a value, rounded as `fmt` prints it (a verdict follows the printed number);
+    NaN when no seed has one."""
+    defined = [v for v in values if not math.isnan(v)]
+    return round(statistics.fmean(defined), 1) if defined else math.nan
+
+
+def verdict(value: float, holds) -> str:
+    return "n/a" if math.isnan(value) else yes_no(holds(value))
 
 
 def transfer_languages(run: dict) -> list[str]:
@@ -123,7 +138,20 @@ def main(argv: list[str] | None = None) -> str:
         metavar="NAME=LANG,LANG",
         help="claims 5 and 6: mid-align again, aligning only these languages (the others are unseen by alignment)",
     )
+    p.add_argument(
+        "--reprint",
+        metavar="JSON",
+        help="print the report of an earlier run from its transfer*.json (runs nothing; the other flags are ignored)",
+    )
     args = p.parse_args(argv)
+    if args.reprint:
+        try:
+            saved = json.loads(Path(args.reprint).read_text(encoding="utf-8"))
+            text = report(**saved)
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            p.error(f"--reprint {args.reprint}: not a transfer benchmark's JSON ({type(error).__name__}: {error})")
+        print(text)
+        return text
     subsets = {}
     for item in args.subsets:
         name, sep, langs = item.partition("=")
@@ -151,14 +179,21 @@ def main(argv: list[str] | None = None) -> str:
         name: {seed: run(seed, variant=name, overrides={"parallel_languages": langs}) for seed in args.seeds}
         for name, langs in subsets.items()
     }
-    total = time.perf_counter() - started
-    text = report(runs, layer_runs, subset_runs, subsets, task=args.task, preset=args.preset, seconds=total)
+    # Everything `report` reads, so that `--reprint` gives the same report from the JSON alone.
+    saved = dict(
+        runs=runs,
+        layer_runs=layer_runs,
+        subset_runs=subset_runs,
+        subsets=subsets,
+        task=args.task,
+        preset=args.preset,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    text = report(**saved)
     print(text)
     name = "transfer" if args.task == "slot" else f"transfer-{args.task}"  # one report per task in one folder
     write_text_atomic(Path(args.output_dir, f"{name}.md"), text + "\n")
-    write_json_atomic(
-        Path(args.output_dir, f"{name}.json"), {"seeds": runs, "layers": layer_runs, "subsets": subset_runs}
-    )
+    write_json_atomic(Path(args.output_dir, f"{name}.json"), saved)
     return text
 
 
@@ -173,7 +208,18 @@ def report(
     seconds: float,
 ) -> str:
     """The markdown report of the runs: `runs` maps a seed to its results.json, `layer_runs` an extra alignment
-    layer to such a mapping, `subset_runs` a subset's name to one (its languages in `subsets`)."""
+    layer to such a mapping, `subset_runs` a subset's name to one (its languages in `subsets`). Seeds may be strings
+    (read back from JSON)."""
+
+    def by_int_seed(by_seed: dict) -> dict:
+        return {int(seed): run for seed, run in by_seed.items()}
+
+    runs = by_int_seed(runs)
+    layer_runs = {layer: by_int_seed(by_seed) for layer, by_seed in layer_runs.items()}
+    subset_runs = {name: by_int_seed(by_seed) for name, by_seed in subset_runs.items()}
+    for by_seed in [*layer_runs.values(), *subset_runs.values()]:
+        if not set(by_seed) <= set(runs):
+            raise ValueError(f"seeds {sorted(set(by_seed) - set(runs))} of a layer or subset run have no main run")
     first = next(iter(runs.values()))
     layer = first["align_layer_index"]
 
@@ -203,46 +249,63 @@ def report(
         cells.append(fmt([100 * r["retrieval"][system]["margin"][layer] for r in runs.values()]))
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
     lines += ["", "| check | value |", "|---|---|"]
+    # The claims of issue #20 (Liu & Niehues 2025), numbered as there. Each verdict is decided on the numbers printed
+    # beside it: the seeds that have a value (a metric a run could not score is NaN), rounded as printed.
     retr = [
         100 * (r["retrieval"]["mid-align"]["margin"][layer] - r["retrieval"]["baseline"]["margin"][layer])
         for r in runs.values()
     ]
-    # The claims of issue #20 (Liu & Niehues 2025), numbered as there.
     lines.append(
         "| 1. mechanism: retrieval gain at the aligned block, points (target >= +25) | "
-        f"{fmt(retr)}; {yes_no(statistics.fmean(retr) >= 25)} |"
+        f"{fmt(retr)}; {verdict(shown_mean(retr), lambda m: m >= 25)} |"
     )
     for metric in columns:
-        base = [avg(r, "baseline", "transfer", metric) for r in runs.values()]
-        mid = [avg(r, "mid-align", "transfer", metric) for r in runs.values()]
-        gain = statistics.fmean(mid) - statistics.fmean(base)
-        spread = max(mean_std(base)[1], mean_std(mid)[1])
-        # One seed has no spread to compare with: the claim is undecided, not met.
-        verdict = yes_no(gain > 3 * spread) if len(runs) > 1 else "undecided with one seed"
+        pairs = [
+            (avg(r, "baseline", "transfer", metric), avg(r, "mid-align", "transfer", metric)) for r in runs.values()
+        ]
+        pairs = [(b, m) for b, m in pairs if not (math.isnan(b) or math.isnan(m))]
+        if len(pairs) < 2:  # one seed has no spread to compare with: the claim is undecided, not met
+            lines.append(
+                f"| 2. transfer {metric}: mid-align - baseline; more than 3 seed std? | undecided: "
+                f"{len(pairs)} seed(s) with a value, a spread needs two |"
+            )
+            continue
+        base, mid = zip(*pairs, strict=True)
+        gain = round(statistics.fmean(mid) - statistics.fmean(base), 1)
+        spread3 = round(3 * max(statistics.stdev(base), statistics.stdev(mid)), 1)
         lines.append(
-            f"| 2. transfer {metric}: mid-align - baseline; more than 3 seed std ({3 * spread:.1f})? | "
-            f"{gain:+.1f}; {verdict} |"
+            f"| 2. transfer {metric}: mid-align - baseline; more than 3 seed std ({spread3:.1f})? | "
+            f"{gain:+.1f}; {yes_no(gain > spread3)} |"
         )
     sup = [
         avg(r, "mid-align", "supervised", kept_metric) - avg(r, "baseline", "supervised", kept_metric)
         for r in runs.values()
     ]
-    kept = abs(statistics.fmean(sup)) <= 1 and all(abs(d) <= 3 for d in sup)
+    kept = verdict(
+        shown_mean(sup), lambda m: abs(m) <= 1 and all(abs(round(d, 1)) <= 3 for d in sup if not math.isnan(d))
+    )
     lines.append(
         f"| 3. supervised {kept_label}, mid-align - baseline (mean within 1, every seed within 3) | "
-        f"{fmt(sup)} (seeds: {', '.join(f'{d:+.1f}' for d in sup)}); {yes_no(kept)} |"
+        f"{fmt(sup)} (seeds: {', '.join(f'{d:+.1f}' for d in sup)}); {kept} |"
     )
     for metric in columns:
-        rec = []
-        for r in runs.values():
-            full = avg(r, "mid-align", "transfer", metric) - avg(r, "baseline", "transfer", metric)
-            part = avg(r, "merged", "transfer", metric) - avg(r, "baseline", "transfer", metric)
-            rec.append(100 * part / full if full > 0 else float("nan"))  # no gain: nothing to recover
-        defined = [v for v in rec if not math.isnan(v)]
-        verdict = yes_no(statistics.fmean(defined) >= 50) if defined else "undefined: mid-align did not gain"
+        # The share of the mean gain, not the mean of per-seed shares: a seed where mid-align gained almost nothing
+        # would make its share arbitrarily large.
+        full = shown_mean(
+            [avg(r, "mid-align", "transfer", metric) - avg(r, "baseline", "transfer", metric) for r in runs.values()]
+        )
+        part = shown_mean(
+            [avg(r, "merged", "transfer", metric) - avg(r, "baseline", "transfer", metric) for r in runs.values()]
+        )
+        if math.isnan(full) or math.isnan(part):
+            cell = "n/a"
+        elif full <= 0:
+            cell = f"n/a: mid-align's mean gain is {full:+.1f}, nothing to recover"
+        else:
+            share = round(100 * part / full, 1)
+            cell = f"{share:.1f} ({part:+.1f} of {full:+.1f}); {yes_no(share >= 50)}"
         lines.append(
-            f"| 7. merged: share of mid-align's transfer {metric} gain recovered, % (target >= 50; n/a where "
-            f"mid-align did not gain) | {fmt(rec)}; {verdict} |"
+            f"| 7. merged: share of mid-align's mean transfer {metric} gain recovered, % (target >= 50) | {cell} |"
         )
     merged_sup = [
         avg(r, "merged", "supervised", kept_metric) - avg(r, "baseline", "supervised", kept_metric)
@@ -250,7 +313,7 @@ def report(
     ]
     lines.append(
         f"| 7. merged: supervised {kept_label} - baseline (target within 2) | {fmt(merged_sup)}; "
-        f"{yes_no(abs(statistics.fmean(merged_sup)) <= 2)} |"
+        f"{verdict(shown_mean(merged_sup), lambda m: abs(m) <= 2)} |"
     )
     base_retrieval = first["base_alignment"]["margin"]  # per language, with the pivot at the aligned block, %
     transfer_langs = transfer_languages(first)
@@ -289,7 +352,7 @@ def report(
             + f" | supervised {kept_label} | retrieval gain |",
             "|---:|" + "---:|" * (len(columns) + 2),
         ]
-        middle = {seed: runs[seed] for seed in layer_seeds if seed in runs}
+        middle = {seed: runs[seed] for seed in layer_seeds}
         for by_seed in [middle, *layer_runs.values()]:
             rs = list(by_seed.values())
             cells = [fmt([avg(r, "mid-align", "transfer", m) for r in rs]) for m in columns]

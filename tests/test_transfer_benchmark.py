@@ -1,11 +1,13 @@
 """benchmarks/transfer.py's report on hand-made results (the schema of the demo's results.json), so that its
 arithmetic and its verdicts are checked without an hour of runs: each verdict must follow from the numbers beside
-it, a claim that cannot be decided says so, and the translation task (no English row, three supervised sources)
-reports as well as the slot task."""
+it, a claim that cannot be decided says so, and the translation task (no English row, sources other than English
+supervised) reports as well as the slot task."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import statistics
 from pathlib import Path
 
@@ -51,7 +53,7 @@ def fake_run(
     }
 
 
-def slot_run(base: float, mid: float, merged: float, english=(90.0, 90.0, 90.0), retrieval=(0.3, 0.8, 0.5)):
+def slot_run(base: float, mid: float, merged: float, english=(90.0, 90.0, 90.0), retrieval=(0.3, 0.8, 0.5), layer=2):
     """Every transfer language at the same score per system; English as given."""
 
     def system(score, en):
@@ -63,7 +65,9 @@ def slot_run(base: float, mid: float, merged: float, english=(90.0, 90.0, 90.0),
         "mid-align": system(mid, english[1]),
         "merged": system(merged, english[2]),
     }
-    return fake_run(scores, retrieval=dict(zip(("baseline", "mid-align", "merged"), retrieval, strict=True)))
+    return fake_run(
+        scores, retrieval=dict(zip(("baseline", "mid-align", "merged"), retrieval, strict=True)), layer=layer
+    )
 
 
 def row(report: str, start: str) -> str:
@@ -85,7 +89,9 @@ def test_a_clear_gain_meets_the_claims_and_the_table_holds_the_means():
     assert row(text, "| 1. mechanism").endswith("| 50.0 ± 0.0; yes |")  # 80% - 30% at the aligned block
     assert row(text, "| 2. transfer slot_type_f1").endswith("(4.2)? | +30.0; yes |")  # 3 x 1.41
     assert row(text, "| 3. supervised").endswith("(seeds: +0.0, -0.5); yes |")
-    assert row(text, "| 7. merged: share of mid-align's transfer slot_f1").endswith("| 50.0 ± 0.0; yes |")
+    assert row(text, "| 7. merged: share of mid-align's mean transfer slot_f1").endswith(
+        "| 50.0 (+15.0 of +30.0); yes |"
+    )
     assert row(text, "| 7. merged: supervised").endswith("| -0.5 ± 0.7; yes |")
     assert row(text, "| total benchmark seconds |") == "| total benchmark seconds | 12 |"
     # Every language scores the same here: no correlation exists, and the report says so instead of failing.
@@ -118,13 +124,15 @@ def test_verdicts_follow_the_numbers_when_the_claims_fail():
     assert row(text, "| 1. mechanism").endswith("; no |")
     assert row(text, "| 2. transfer intent_acc").endswith("(21.2)? | +3.0; no |")
     assert row(text, "| 3. supervised").endswith("; no |")
-    assert row(text, "| 7. merged: share of mid-align's transfer slot_type_f1").endswith("| 10.0 ± 0.0; no |")
+    assert row(text, "| 7. merged: share of mid-align's mean transfer slot_type_f1").endswith(
+        "| 10.0 (+0.3 of +3.0); no |"
+    )
     assert row(text, "| 7. merged: supervised").endswith("| -5.0 ± 0.0; no |")
 
 
 def test_one_seed_leaves_the_significance_undecided():
     text = make_report({11: slot_run(30, 60, 45)})
-    assert row(text, "| 2. transfer slot_f1").endswith("undecided with one seed |")
+    assert row(text, "| 2. transfer slot_f1").endswith("undecided: 1 seed(s) with a value, a spread needs two |")
 
 
 def test_a_loss_has_no_share_to_recover_and_the_translation_task_reports():
@@ -134,20 +142,21 @@ def test_a_loss_has_no_share_to_recover_and_the_translation_task_reports():
         return fake_run(scores, retrieval={"baseline": 0.3, "mid-align": 0.7, "merged": 0.5}, supervised=("xa",))
 
     text = make_report({11: mt(60, 57, 58), 12: mt(62, 59, 60)}, task="mt")
-    share = row(text, "| 7. merged: share of mid-align's transfer chrf")
-    assert share.endswith("| n/a; undefined: mid-align did not gain |")
-    assert "supervised (xa" not in text and "English" not in text  # the pivot is not a scored language here
+    share = row(text, "| 7. merged: share of mid-align's mean transfer chrf")
+    assert share.endswith("| n/a: mid-align's mean gain is -3.0, nothing to recover |")
+    assert "(supervised: xa)" in text
+    assert row(text, "| baseline |") == "| baseline | 61.0 ± 1.4 | 51.0 ± 1.4 | 61.0 ± 1.4 | 30.0 ± 0.0 |"
     assert row(text, "| 2. transfer chrf").endswith("| -3.0; no |")
     assert row(text, "| 8. base retrieval").startswith("| 8. base retrieval (to and from en, block 2)")
 
 
 def test_the_layer_and_subset_tables():
     runs = {11: slot_run(30, 60, 45), 12: slot_run(32, 62, 47)}
-    top = {seed: {**slot_run(30, 50, 40), "align_layer_index": 3} for seed in (11, 12)}
+    top = {seed: slot_run(30, 50, 40, retrieval=(0.2, 0.9, 0.5), layer=3) for seed in (11, 12)}
     text = make_report(runs, layer_runs={"1.0": top})
     assert "4. Alignment layer (seeds [11, 12];" in text
     assert "\n| 2 | 61.0 ± 1.4 | 61.0 ± 1.4 | 61.0 ± 1.4 | 90.0 ± 0.0 | 50.0 ± 0.0 |\n" in text  # the main runs
-    assert "\n| 3 | 50.0 ± 0.0 |" in text
+    assert "\n| 3 | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 90.0 ± 0.0 | 70.0 ± 0.0 |\n" in text  # gain at block 3
 
     subset = {11: slot_run(30, 40, 45), 12: slot_run(32, 44, 47)}
     text = make_report(runs, subset_runs={"A": subset}, subsets={"A": ["xa", "xb"]})
@@ -165,3 +174,37 @@ def test_bad_layer_seeds_fail_before_any_run(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         transfer.main(["--seeds", "1", "2", "--layer_seeds", "3"])
     assert "--layer_seeds [3] must be among --seeds [1, 2]" in capsys.readouterr().err
+
+
+def test_a_seed_without_a_value_is_left_out_of_the_number_and_of_its_verdict():
+    runs = {11: slot_run(30, 60, 45), 12: slot_run(32, 62, 47), 13: slot_run(31, 61, 46)}
+    runs[13]["retrieval"]["mid-align"]["margin"][2] = math.nan  # a stage that could not measure
+    text = make_report(runs)
+    assert row(text, "| 1. mechanism").endswith("| 50.0 ± 0.0 (2 of 3 seeds); yes |")
+    for system in ("baseline", "mid-align", "merged"):  # one language unscored in every system of seed 13
+        runs[13]["systems"][system]["averages"]["transfer"]["slot_f1"] = math.nan
+    text = make_report(runs)
+    assert row(text, "| 2. transfer slot_f1").endswith("(4.2)? | +30.0; yes |")  # seeds 11 and 12 only
+    assert row(text, "| 7. merged: share of mid-align's mean transfer slot_f1").endswith(
+        "| 50.0 (+15.0 of +30.0); yes |"
+    )
+
+
+def test_the_report_is_the_same_from_the_saved_json(tmp_path, capsys):
+    runs = {11: slot_run(30, 60, 45), 12: slot_run(32, 62, 47)}
+    top = {11: slot_run(30, 50, 40, layer=3)}
+    saved = dict(
+        runs=runs, layer_runs={"1.0": top}, subset_runs={}, subsets={}, task="slot", preset="bench", seconds=12.0
+    )
+    path = tmp_path / "transfer.json"
+    path.write_text(json.dumps(saved))  # the seeds become strings
+    assert transfer.main(["--reprint", str(path)]) == transfer.report(**saved)
+    assert "seeds [11, 12]" in capsys.readouterr().out
+
+    path.write_text(json.dumps({"seeds": {}}))  # the layout of an older version
+    with pytest.raises(SystemExit):
+        transfer.main(["--reprint", str(path)])
+    assert f"--reprint {path}: not a transfer benchmark's JSON" in capsys.readouterr().err
+
+    with pytest.raises(ValueError, match=r"seeds \[13\] of a layer or subset run have no main run"):
+        make_report(runs, layer_runs={"1.0": {13: top[11]}})
