@@ -35,17 +35,20 @@ COLUMNS = {
 }
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def defined(values: list[float]) -> list[float]:
+    """The seeds' values without the NaNs (a metric a run could not score)."""
+    return [v for v in values if not math.isnan(v)]
 
 
 def fmt(values: list[float]) -> str:
-    """Mean ± std over the seeds that have a value (NaN: undefined for that seed), and how many those are."""
-    defined = [v for v in values if not math.isnan(v)]
-    if not defined:
+    """Mean ± std over the seeds that have a value, and how many those are."""
+    kept = defined(values)
+    if not kept:
         return "n/a"
-    m, s = mean_std(defined)
-    return f"{m:.1f} ± {s:.1f}" + ("" if len(defined) == len(values) else f" ({len(defined)} of {len(values)} seeds)")
+    std = statistics.stdev(kept) if len(kept) > 1 else 0.0
+    return f"{statistics.fmean(kept):.1f} ± {std:.1f}" + (
+        "" if len(kept) == len(values) else f" ({len(kept)} of {len(values)} seeds)"
+    )
 
 
 def pearson(x: list[float], y: list[float]) -> str:
@@ -64,8 +67,8 @@ def yes_no(holds: bool) -> str:
 def shown_mean(values: list[float]) -> float:
     """The mean over the seeds that have a value, rounded as `fmt` prints it (a verdict follows the printed number);
     NaN when no seed has one."""
-    defined = [v for v in values if not math.isnan(v)]
-    return round(statistics.fmean(defined), 1) if defined else math.nan
+    kept = defined(values)
+    return round(statistics.fmean(kept), 1) if kept else math.nan
 
 
 def verdict(value: float, holds) -> str:
@@ -281,9 +284,7 @@ def report(
         avg(r, "mid-align", "supervised", kept_metric) - avg(r, "baseline", "supervised", kept_metric)
         for r in runs.values()
     ]
-    kept = verdict(
-        shown_mean(sup), lambda m: abs(m) <= 1 and all(abs(round(d, 1)) <= 3 for d in sup if not math.isnan(d))
-    )
+    kept = verdict(shown_mean(sup), lambda m: abs(m) <= 1 and all(abs(round(d, 1)) <= 3 for d in defined(sup)))
     lines.append(
         f"| 3. supervised {kept_label}, mid-align - baseline (mean within 1, every seed within 3) | "
         f"{fmt(sup)} (seeds: {', '.join(f'{d:+.1f}' for d in sup)}); {kept} |"
