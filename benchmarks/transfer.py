@@ -80,9 +80,12 @@ def transfer_languages(run: dict) -> list[str]:
     return [lang for lang in run["systems"]["baseline"]["per_language"] if lang not in run["supervised"]]
 
 
-def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]], columns: tuple[str, ...]) -> list[str]:
+def subset_table(
+    runs: dict, subset_runs: dict, subsets: dict[str, list[str]], columns: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
     """Claims 5 and 6: mid-align's gain over the baseline when aligning only a subset of the languages, on the
-    languages it aligned and on those it never saw in the alignment data, next to aligning every language."""
+    languages it aligned and on those it never saw in the alignment data, next to aligning every language. Returns
+    the table and the claims' rows for the check table, decided on the headline metric (`columns[0]`)."""
 
     def gains(by_seed: dict, langs: list[str], metric: str) -> list[float]:
         return [
@@ -96,6 +99,7 @@ def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]], c
 
     first = next(iter(runs.values()))
     transfer = transfer_languages(first)
+    headline = columns[0]
     lines = [
         "",
         "5, 6. Aligning a subset of the languages: mid-align - baseline, mean over the languages named, "
@@ -104,22 +108,122 @@ def subset_table(runs: dict, subset_runs: dict, subsets: dict[str, list[str]], c
         "| aligned through | languages scored | " + " | ".join(f"{LABELS[m]} gain" for m in columns) + " |",
         "|---|---|" + "---:|" * len(columns),
     ]
-    metrics = columns
+    checks = []
     for name, by_seed in subset_runs.items():
         seen = [lang for lang in transfer if lang in subsets[name]]
         unseen = [lang for lang in transfer if lang not in subsets[name]]
         for what, langs in ((f"aligned: {', '.join(seen)}", seen), (f"unseen: {', '.join(unseen)}", unseen)):
-            cells = " | ".join(fmt(gains(by_seed, langs, m)) for m in metrics)
+            cells = " | ".join(fmt(gains(by_seed, langs, m)) for m in columns)
             lines.append(f"| {name} ({', '.join(subsets[name])}) | {what} | {cells} |")
         full = {seed: runs[seed] for seed in by_seed}
-        cells = " | ".join(fmt(gains(full, unseen, m)) for m in metrics)
+        cells = " | ".join(fmt(gains(full, unseen, m)) for m in columns)
         lines.append(f"| every language | {', '.join(unseen)} | {cells} |")
+        if unseen:
+            # Claim 5 (the paper: +0.4): the languages left out of the alignment data gain in every seed.
+            per_seed = defined(gains(by_seed, unseen, headline))
+            holds = bool(per_seed) and all(round(g, 1) > 0 for g in per_seed)
+            checks.append(
+                f"| 5. aligned through {name}: {headline} gain on the languages it never aligned "
+                f"({', '.join(unseen)}), positive in every seed? (the paper: +0.4) | "
+                f"{fmt(per_seed)} (seeds: {', '.join(f'{g:+.1f}' for g in per_seed)}); "
+                f"{yes_no(holds) if per_seed else 'n/a'} |"
+            )
+    overall = {}
     for name, by_seed in subset_runs.items():
-        cells = " | ".join(fmt(gains(by_seed, transfer, m)) for m in metrics)
+        overall[name] = gains(by_seed, transfer, headline)
+        cells = " | ".join(fmt(gains(by_seed, transfer, m)) for m in columns)
         lines.append(f"| {name} | all {len(transfer)} transfer languages | {cells} |")
-    cells = " | ".join(fmt(gains(runs, transfer, m)) for m in metrics)
+    cells = " | ".join(fmt(gains(runs, transfer, m)) for m in columns)
     lines.append(f"| every language | all {len(transfer)} transfer languages | {cells} |")
-    return lines
+    # Claim 6: another subset gives a similar gain: the subsets' mean gains over every transfer language differ by
+    # less than the larger seed standard deviation of those gains (the spread one subset shows by itself).
+    kept = {name: defined(values) for name, values in overall.items()}
+    if len(kept) >= 2 and all(len(values) >= 2 for values in kept.values()):
+        means = {name: shown_mean(values) for name, values in kept.items()}
+        spread = round(max(means.values()) - min(means.values()), 1)
+        noise = round(max(statistics.stdev(values) for values in kept.values()), 1)
+        listed = ", ".join(f"{name} {mean:+.1f}" for name, mean in means.items())
+        checks.append(
+            f"| 6. aligning through another subset gives a similar {headline} gain over all {len(transfer)} "
+            f"transfer languages (differ by less than the larger seed std)? | {listed}: {spread:.1f} vs "
+            f"{noise:.1f}; {yes_no(spread < noise)} |"
+        )
+    else:
+        checks.append(
+            "| 6. aligning through another subset gives a similar gain? | undecided: needs two subsets of two "
+            "seeds or more |"
+        )
+    return lines, checks
+
+
+def layer_table(
+    runs: dict, layer_runs: dict, columns: tuple[str, ...], kept_metric: str
+) -> tuple[list[str], list[str]]:
+    """Claim 4: mid-align at the main (middle) block and at each extra layer, on the layer runs' seeds, with the
+    baseline below. Returns the table and the claim's rows: for each transfer metric, whether the best block lies in
+    the middle third of the depth; and the base model's own most aligned block (what `align_layer: auto` finds)."""
+
+    def avg(run, system, group, metric):
+        return run["systems"][system]["averages"][group][metric]
+
+    layer_seeds = sorted({seed for by_seed in layer_runs.values() for seed in by_seed})
+    kept_label = LABELS[kept_metric]
+    lines = [
+        "",
+        f"4. Alignment layer (seeds {layer_seeds}; retrieval gain: mid-align - baseline at the aligned block):",
+        "",
+        "| aligned block | "
+        + " | ".join(f"transfer {LABELS[m]}" for m in columns)
+        + f" | supervised {kept_label} | retrieval gain |",
+        "|---:|" + "---:|" * (len(columns) + 2),
+    ]
+    middle = {seed: runs[seed] for seed in layer_seeds}
+    means = {m: {} for m in columns}  # block -> the mean as printed
+    for by_seed in [middle, *layer_runs.values()]:
+        rs = list(by_seed.values())
+        at = rs[0]["align_layer_index"]
+        cells = []
+        for m in columns:
+            values = [avg(r, "mid-align", "transfer", m) for r in rs]
+            cells.append(fmt(values))
+            means[m][at] = shown_mean(values)
+        cells.append(fmt([avg(r, "mid-align", "supervised", kept_metric) for r in rs]))
+        gain = [
+            100 * (r["retrieval"]["mid-align"]["margin"][at] - r["retrieval"]["baseline"]["margin"][at]) for r in rs
+        ]
+        lines.append(f"| {at} | " + " | ".join(cells) + f" | {fmt(gain)} |")
+    rs = list(middle.values())
+    base_cells = [fmt([avg(r, "baseline", "transfer", m) for r in rs]) for m in columns]
+    lines.append(
+        "| baseline | "
+        + " | ".join(base_cells)
+        + f" | {fmt([avg(r, 'baseline', 'supervised', kept_metric) for r in rs])} | |"
+    )
+    curve = rs[0]["retrieval"]["base"]["margin"]
+    depth = len(curve) - 1
+    low, high = math.ceil(depth / 3), math.floor(2 * depth / 3)
+    checks = []
+    for m in columns:
+        scored = {block: v for block, v in means[m].items() if not math.isnan(v)}
+        if len(scored) < 2:
+            checks.append(f"| 4. best aligned block for transfer {m} | n/a: fewer than two blocks scored |")
+            continue
+        top = max(scored.values())
+        best = sorted(block for block, v in scored.items() if v == top)
+        compared = ", ".join(str(b) for b in sorted(scored))
+        checks.append(
+            f"| 4. best aligned block for transfer {m} among {compared}: in the middle third ({low}-{high})? | "
+            f"{' and '.join(f'block {b}' for b in best)} ({top:.1f}); {yes_no(all(low <= b <= high for b in best))} |"
+        )
+    # `align_layer: auto` takes the base model's most aligned block between the embeddings and the top.
+    inner = range(1, depth) if depth > 1 else range(depth + 1)
+    peak = max(inner, key=lambda i: curve[i])
+    checks.append(
+        "| 4. the base model's most aligned inner block on the held-out set (margin; `align_layer: auto` takes the "
+        f"same maximum on the training pairs) | "
+        f"block {peak} ({100 * curve[peak]:.1f}%) |"
+    )
+    return lines, checks
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -341,37 +445,17 @@ def report(
             f"{LABELS[columns[0]]} gain "
             f"(negative supports it) | {pearson(x, gains)} |"
         )
-    lines.append(f"| total benchmark seconds | {seconds:.0f} |")
+    tables = []
     if layer_runs:
-        layer_seeds = sorted({seed for by_seed in layer_runs.values() for seed in by_seed})
-        lines += [
-            "",
-            f"4. Alignment layer (seeds {layer_seeds}; retrieval gain: mid-align - baseline at the aligned block):",
-            "",
-            "| aligned block | "
-            + " | ".join(f"transfer {LABELS[m]}" for m in columns)
-            + f" | supervised {kept_label} | retrieval gain |",
-            "|---:|" + "---:|" * (len(columns) + 2),
-        ]
-        middle = {seed: runs[seed] for seed in layer_seeds}
-        for by_seed in [middle, *layer_runs.values()]:
-            rs = list(by_seed.values())
-            cells = [fmt([avg(r, "mid-align", "transfer", m) for r in rs]) for m in columns]
-            cells.append(fmt([avg(r, "mid-align", "supervised", kept_metric) for r in rs]))
-            at = rs[0]["align_layer_index"]
-            gain = [
-                100 * (r["retrieval"]["mid-align"]["margin"][at] - r["retrieval"]["baseline"]["margin"][at]) for r in rs
-            ]
-            lines.append(f"| {at} | " + " | ".join(cells) + f" | {fmt(gain)} |")
-        rs = list(middle.values())
-        base_cells = [fmt([avg(r, "baseline", "transfer", m) for r in rs]) for m in columns]
-        lines.append(
-            "| baseline | "
-            + " | ".join(base_cells)
-            + f" | {fmt([avg(r, 'baseline', 'supervised', kept_metric) for r in rs])} | |"
-        )
+        table, checks = layer_table(runs, layer_runs, columns, kept_metric)
+        tables += table
+        lines += checks
     if subset_runs:
-        lines += subset_table(runs, subset_runs, subsets, columns)
+        table, checks = subset_table(runs, subset_runs, subsets, columns)
+        tables += table
+        lines += checks
+    lines.append(f"| total benchmark seconds | {seconds:.0f} |")
+    lines += tables
     lines += [
         "",
         "Base model, retrieval per layer on the held-out multi-way set (all directions), %:",

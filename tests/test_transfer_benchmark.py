@@ -158,12 +158,46 @@ def test_the_layer_and_subset_tables():
     assert "\n| 2 | 61.0 ± 1.4 | 61.0 ± 1.4 | 61.0 ± 1.4 | 90.0 ± 0.0 | 50.0 ± 0.0 |\n" in text  # the main runs
     assert "\n| 3 | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 90.0 ± 0.0 | 70.0 ± 0.0 |\n" in text  # gain at block 3
 
+    # Claim 4: the best block for each transfer metric, and whether it is in the middle third (depth 3: block 1-2).
+    assert row(text, "| 4. best aligned block for transfer slot_type_f1 among 2, 3").endswith(
+        "in the middle third (1-2)? | block 2 (61.0); yes |"
+    )
+    assert row(text, "| 4. the base model's most aligned inner block").endswith("| block 2 (30.0%) |")
+    better_top = {seed: slot_run(30, 61, 40, layer=3) for seed in (11, 12)}  # a tie at 61.0 for seed 12's mean
+    text = make_report({11: slot_run(30, 60, 45), 12: slot_run(32, 62, 47)}, layer_runs={"1.0": better_top})
+    assert row(text, "| 4. best aligned block for transfer intent_acc").endswith("| block 2 and block 3 (61.0); no |")
+
     subset = {11: slot_run(30, 40, 45), 12: slot_run(32, 44, 47)}
     text = make_report(runs, subset_runs={"A": subset}, subsets={"A": ["xa", "xb"]})
     assert row(text, "| A (xa, xb) | aligned: xa, xb |").startswith("| A (xa, xb) | aligned: xa, xb | 11.0 ± 1.4 |")
     assert row(text, "| every language | all 4 transfer languages |").startswith(
         "| every language | all 4 transfer languages | 30.0 ± 0.0 |"
     )
+    # Claim 5 on the languages A never aligned (xc, xd): +10 and +12; claim 6 needs a second subset.
+    assert row(text, "| 5. aligned through A:").endswith("| 11.0 ± 1.4 (seeds: +10.0, +12.0); yes |")
+    assert row(text, "| 6. aligning through another subset").endswith("needs two subsets of two seeds or more |")
+
+
+def test_the_subset_claims_follow_their_numbers():
+    runs = {11: slot_run(30, 60, 45), 12: slot_run(32, 62, 47), 13: slot_run(31, 61, 46)}
+
+    def with_gains(gains):  # mid-align at baseline + gain in every transfer language
+        out = {}
+        for seed, g in gains.items():
+            b = runs[seed]["systems"]["baseline"]["per_language"]["xa"]["slot_type_f1"]
+            out[seed] = slot_run(b, b + g, b)
+        return out
+
+    a = with_gains({11: 10.0, 12: 12.0, 13: -1.0})  # one seed loses: claim 5 fails for A
+    b = with_gains({11: 14.0, 12: 16.0, 13: 12.0})
+    text = make_report(runs, subset_runs={"A": a, "B": b}, subsets={"A": ["xa"], "B": ["xb", "xc"]})
+    assert row(text, "| 5. aligned through A:").endswith("(seeds: +10.0, +12.0, -1.0); no |")
+    assert row(text, "| 5. aligned through B:").endswith("(seeds: +14.0, +16.0, +12.0); yes |")
+    # Means +7.0 (std 7.0) and +14.0 (std 2.0): 7.0 apart is not less than 7.0.
+    assert row(text, "| 6. aligning through another subset").endswith("| A +7.0, B +14.0: 7.0 vs 7.0; no |")
+    b = with_gains({11: 4.0, 12: 10.0, 13: 5.0})  # +6.3 (std 3.2): 0.7 apart
+    text = make_report(runs, subset_runs={"A": a, "B": b}, subsets={"A": ["xa"], "B": ["xb", "xc"]})
+    assert row(text, "| 6. aligning through another subset").endswith("| A +7.0, B +6.3: 0.7 vs 7.0; yes |")
 
 
 def test_bad_layer_seeds_fail_before_any_run(monkeypatch, capsys):
