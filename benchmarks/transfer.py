@@ -23,6 +23,7 @@ import time
 import typing
 from pathlib import Path
 
+from midalign.analysis import best_inner_layer
 from midalign.demo import DemoConfig, run_demo
 from midalign.demo_report import LABELS, TASKS
 from midalign.files import write_json_atomic, write_text_atomic
@@ -73,6 +74,11 @@ def shown_mean(values: list[float]) -> float:
 
 def verdict(value: float, holds) -> str:
     return "n/a" if math.isnan(value) else yes_no(holds(value))
+
+
+def avg(run: dict, system: str, group: str, metric: str) -> float:
+    """A system's mean `metric` over a run's `group` of languages ("supervised" or "transfer")."""
+    return run["systems"][system]["averages"][group][metric]
 
 
 def transfer_languages(run: dict) -> list[str]:
@@ -164,9 +170,6 @@ def layer_table(
     baseline below. Returns the table and the claim's rows: for each transfer metric, whether the best block lies in
     the middle third of the depth; and the base model's own most aligned block (what `align_layer: auto` finds)."""
 
-    def avg(run, system, group, metric):
-        return run["systems"][system]["averages"][group][metric]
-
     layer_seeds = sorted({seed for by_seed in layer_runs.values() for seed in by_seed})
     kept_label = LABELS[kept_metric]
     lines = [
@@ -216,9 +219,7 @@ def layer_table(
             f"| 4. best aligned block for transfer {m} among {compared}: in the middle third ({low}-{high})? | "
             f"{' and '.join(f'block {b}' for b in best)} ({top:.1f}); {yes_no(all(low <= b <= high for b in best))} |"
         )
-    # `align_layer: auto` takes the base model's most aligned block between the embeddings and the top.
-    inner = range(1, depth) if depth > 1 else range(depth + 1)
-    peak = max(inner, key=lambda i: curve[i])
+    peak = best_inner_layer(curve)  # the rule `align_layer: auto` applies to its curve on the training pairs
     checks.append(
         "| 4. the base model's most aligned inner block on the held-out set (margin; `align_layer: auto` takes the "
         f"same maximum on the training pairs) | "
@@ -330,10 +331,6 @@ def report(
             raise ValueError(f"seeds {sorted(set(by_seed) - set(runs))} of a layer or subset run have no main run")
     first = next(iter(runs.values()))
     layer = first["align_layer_index"]
-
-    def avg(run, system, group, metric):
-        return run["systems"][system]["averages"][group][metric]
-
     columns, kept_metric = COLUMNS[task], TASKS[task].kept
     kept_label = LABELS[kept_metric]
 

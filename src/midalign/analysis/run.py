@@ -20,6 +20,15 @@ from midalign.progress import bar
 logger = logging.getLogger(__name__)
 
 
+def best_inner_layer(curve: list[float]) -> int:
+    """The layer where a per-layer alignment `curve` (index 0 = embeddings, last = top block) is highest, among blocks
+    `1..L-1` (all layers when the model has a single block): the recommended layer and `align_layer: auto`'s choice.
+    """
+    n_layers = len(curve) - 1
+    candidates = range(1, n_layers) if n_layers > 1 else range(0, n_layers + 1)
+    return max(candidates, key=lambda layer: curve[layer])
+
+
 @dataclass
 class AnalysisResult:
     """Tidy rows `{system, layer, src, tgt, metric, value}` plus per-layer averages and recommendations."""
@@ -53,9 +62,7 @@ class AnalysisResult:
         looks aligned. The top block (L) is excluded too: it feeds the LM head directly, and aligning there cost
         task accuracy in the paper.
         """
-        curve = self.curve(system, metric)
-        candidates = range(1, self.num_layers) if self.num_layers > 1 else range(0, self.num_layers + 1)
-        return max(candidates, key=lambda layer: curve[layer])
+        return best_inner_layer(self.curve(system, metric))
 
     def summary(self) -> dict:
         out = {"languages": self.languages, "num_layers": self.num_layers, "metric": self.metric, "systems": {}}
@@ -209,6 +216,4 @@ def recommend_layer_for_pairs(
     if not curves:
         raise DataError("align_layer auto needs at least two pairs in one direction")
     curve = [sum(c[i] for c in curves) / len(curves) for i in range(len(curves[0]))]
-    n_layers = len(curve) - 1
-    candidates = range(1, n_layers) if n_layers > 1 else range(0, n_layers + 1)
-    return max(candidates, key=lambda layer: curve[layer]), curve
+    return best_inner_layer(curve), curve
