@@ -55,6 +55,12 @@ def summary(probe: dict, info: dict) -> str:
         f"peak / embeddings {margin[peak] / max(margin[0], 1e-9):.2f}, "
         f"peak / top {margin[peak] / max(margin[-1], 1e-9):.2f}",
     ]
+    if "lexical" in probe:  # probes written before it have no lexical baseline
+        lines.append(
+            f"shared tokens alone (bags of tokens): {probe['lexical']['margin']:.1f}; peak / that "
+            f"{margin[peak] / max(probe['lexical']['margin'], 1e-9):.2f}; to en: "
+            + ", ".join(f"{lang} {v:.0f}" for lang, v in probe["lexical"]["to_pivot"].items())
+        )
     for lang, curve in align["per_language"].items():
         copy = probe["copy"][lang]
         to_pivot = align["to_pivot"][lang][peak] if lang in align["to_pivot"] else float("nan")

@@ -17,7 +17,7 @@ from midalign.errors import ConfigError
 from midalign.evaluation.loaders import load_examples, load_massive_jsonl
 from midalign.evaluation.slots import parse_annot_utt, parse_slot_output
 from midalign.synthetic.languages import SOUND_CHANGES, Language, cognate
-from midalign.synthetic.pretrain import PretrainConfig, is_finished, pretrain
+from midalign.synthetic.pretrain import PretrainConfig, _cache_key, is_finished, pretrain
 from midalign.synthetic.probe import alignment_by_layer, copy_rates, heldout_loss, retrieval_by_layer
 from midalign.synthetic.words import CONCEPTS
 from midalign.synthetic.world import (
@@ -309,3 +309,42 @@ def test_pretraining_goes_on_uncompiled_when_compiling_fails(world_dir, tmp_path
     assert "torch.compile failed (InductorError: no C++ compiler)" in caplog.text
     assert json.loads((fallback / "pretrain.json").read_text())["compiled"] is False
     assert (fallback / "model.safetensors").read_bytes() == (eager / "model.safetensors").read_bytes()
+
+
+def test_untied_embeddings_are_their_own_cached_model(world_dir, tmp_path):
+    # `tie_embeddings=False` (a row of docs/synthetic-world.md) gives the LM head its own table and its own cache key;
+    # the field's default must leave the keys of bases cached before it existed unchanged, so it is not hashed then.
+    from transformers import AutoModelForCausalLM
+
+    _, paths = world_dir
+    untied = dataclasses.replace(TINY, tie_embeddings=False)
+    out = pretrain(paths.corpus, tmp_path / "untied", untied, progress=False)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+    assert is_finished(out, untied, paths.corpus) and not is_finished(out, TINY, paths.corpus)
+    assert json.loads((out / "pretrain.json").read_text())["config"]["tie_embeddings"] is False
+
+
+def test_the_demo_base_keeps_its_documented_cache_key(tmp_path):
+    # docs/demo.md cites the demo's base by this key, and every workdir made since holds it: a change to the world,
+    # the loop or the key's recipe that retrains the demo's base must be deliberate (then update the docs and this).
+    paths = build_world(WorldConfig.preset("default"), tmp_path / "world")
+    key = _cache_key(PretrainConfig.preset("default"), paths.corpus)
+    assert key.startswith("9397acf9"), f"the default base's cache key changed: {key[:8]}"
+
+
+def test_lexical_alignment_counts_shared_tokens_only():
+    from midalign.synthetic.pretrain import train_tokenizer
+    from midalign.synthetic.probe import lexical_alignment
+
+    english = ["the red cat sleeps", "a green frog jumps high", "seven blue birds sing", "my old dog eats bread"]
+    greek = ["η κόκκινη γάτα κοιμάται", "ένας πράσινος βάτραχος", "επτά μπλε πουλιά", "ο σκύλος μου τρώει"]
+    tokenizer = train_tokenizer(english + greek, 300)
+    shuffled = [english[i] for i in (1, 2, 3, 0)]  # the same sentences, misaligned: nothing may count
+    result = lexical_alignment(tokenizer, {"en": english, "xa": list(english), "xc": greek, "xe": shuffled})
+    assert result["to_pivot"]["xa"] == 100.0  # identical sentences are found
+    assert result["to_pivot"]["xc"] == 0.0  # no token in common: nothing retrieved, ties count for nothing
+    assert result["to_pivot"]["xe"] == 0.0
+    # 12 ordered pairs; en <-> xa both ways are right, nothing else is: 2 of 12 directions at 100%
+    assert result["margin"] == pytest.approx(100 * 2 / 12)

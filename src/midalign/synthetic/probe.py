@@ -153,6 +153,31 @@ def alignment_by_layer(
     return result
 
 
+def lexical_alignment(tokenizer: PreTrainedTokenizerBase, multiway: dict[str, list[str]]) -> dict:
+    """What shared tokens alone retrieve: the margin measure of `alignment_by_layer` on bags of tokens.
+
+    Each sentence becomes its token frequencies (one-hot tokens, mean-pooled, no special tokens), the embeddings of
+    a model that knows no similarity between different tokens. A base's layer 0 above this has learned embeddings
+    in which translations are close; its middle above it is alignment that spelling does not give.
+
+    Returns:
+        `{"margin": average over all ordered pairs, "to_pivot": {lang: margin lang -> pivot}}`, in percent.
+    """
+    size = len(tokenizer)
+
+    def bags(sentences: list[str]) -> torch.Tensor:
+        rows = [
+            torch.tensor(ids, dtype=torch.long) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]
+        ]
+        return torch.stack([torch.bincount(row, minlength=size).float() / max(1, len(row)) for row in rows])
+
+    pairs = layer_metrics({lang: bags(sentences) for lang, sentences in multiway.items()})
+    return {
+        "margin": 100 * sum(m["margin"] for m in pairs.values()) / len(pairs),
+        "to_pivot": {lang: 100 * pairs[(lang, PIVOT)]["margin"] for lang in multiway if lang != PIVOT},
+    }
+
+
 def probe_base_model(model_dir: str | Path, paths: WorldPaths, n_copy: int = 40) -> dict:
     """Held-out loss per language, copy rates per language, and layer-wise retrieval, as one JSON-able dict."""
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -165,5 +190,6 @@ def probe_base_model(model_dir: str | Path, paths: WorldPaths, n_copy: int = 40)
         "copy": copy_rates(model, tokenizer, world, n_copy),
         "retrieval": retrieval_by_layer(model, tokenizer, multiway),
         "alignment": alignment_by_layer(model, tokenizer, multiway),
+        "lexical": lexical_alignment(tokenizer, multiway),
         "translation": translation_scores(model, tokenizer, multiway),
     }
