@@ -46,7 +46,8 @@ def summary(probe: dict, info: dict) -> str:
     peak = max(range(len(margin)), key=margin.__getitem__)
     families = {spec.code: spec.family for spec in LANGUAGE_TABLE}
     lines = [
-        f"pretraining: {info['seconds']} s, {info['threads']} thread(s), {info['tokens_seen'] / info['seconds']:.0f} "
+        f"pretraining: {info['seconds']} s, {info.get('device', 'cpu')}, {info['threads']} thread(s), "
+        f"{info['tokens_seen'] / info['seconds']:.0f} "
         f"tokens/s, {info['parameters'] / 1e6:.2f}M parameters, {info['corpus_tokens'] / 1e6:.2f}M corpus tokens, "
         f"final loss {info['final_train_loss']:.2f}",
         "margin retrieval, all directions, per layer: " + " ".join(f"{v:.1f}" for v in margin),
@@ -81,6 +82,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--device", default="cpu", help="pretraining device (the probe runs on the CPU)")
     parser.add_argument("--world", nargs="*", default=[], metavar="KEY=VALUE", help="WorldConfig overrides")
     parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="PretrainConfig overrides")
     args = parser.parse_args()
@@ -91,7 +93,7 @@ def main() -> None:
     start = time.perf_counter()
     paths = build_world(world_config, args.workdir / "world")
     world_s = time.perf_counter() - start
-    model_dir = pretrain(paths.corpus, args.workdir / "base", pretrain_config)
+    model_dir = pretrain(paths.corpus, args.workdir / "base", pretrain_config, device=args.device)
     info = json.loads((model_dir / "pretrain.json").read_text())
     probe = probe_base_model(model_dir, WorldPaths.in_dir(args.workdir / "world"))
     text = summary(probe, info)

@@ -166,6 +166,7 @@ def test_tiny_pretraining_writes_a_loadable_model_and_is_cached(world_dir, tmp_p
     again = pretrain(paths.corpus, tmp_path / "again", TINY, progress=False)  # seeded: the same bytes
     assert (again / "model.safetensors").read_bytes() == weights.read_bytes()
     assert (again / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    assert json.loads((out / "pretrain.json").read_text())["device"] == "cpu"  # where it trained, for the record
 
     multiway = {k: v[:4] for k, v in read_multiway(paths.multiway, ["en", "xa", "xd"]).items()}
     retrieval = retrieval_by_layer(model, tokenizer, multiway)
