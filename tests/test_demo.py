@@ -177,8 +177,8 @@ def test_the_report_reads_as_a_result_section_in_percent(demo):
         results["systems"]["mid-align"]["averages"]["supervised"]["slot_f1"]
         - (results["systems"]["baseline"]["averages"]["supervised"]["slot_f1"])
     )
-    verdict = "holds in this run" if abs(kept) <= 1 else "does not hold in this run"
-    assert f"*The supervised language is kept* (within 1 point): slot F1 {kept:+.1f}; {verdict}." in report
+    verdict = "holds in this run" if kept >= -1 else "does not hold in this run"  # a rise is kept too
+    assert f"*The supervised language is kept* (at most 1 point lower): slot F1 {kept:+.1f}; {verdict}." in report
     rise = 100 * (
         results["retrieval"]["mid-align"]["margin"][layer] - results["retrieval"]["baseline"]["margin"][layer]
     )
@@ -270,3 +270,20 @@ def test_the_translation_task_runs_beside_the_slot_task(demo, monkeypatch):
     capped = demo_config._mt_rows(paths)["train"]
     first = {lang: [" " + p.tgt for p in pairs if p.src_lang == lang][:3] for lang in MT_SOURCES}
     assert {lang: [r["completion"] for r in capped if r["lang"] == lang] for lang in MT_SOURCES} == first
+
+
+def test_the_claims_judge_a_rise_as_kept_and_count_the_metrics_that_improved():
+    from midalign.demo_report import TASKS, _claims
+
+    def scores(supervised_f1, transfer):
+        return {"supervised": {"slot_f1": supervised_f1}, "transfer": dict(zip(METRICS, transfer, strict=True))}
+
+    avg = {"baseline": scores(85.5, (16.7, 31.6, 21.2)), "mid-align": scores(87.1, (14.9, 38.0, 27.7))}
+    text = "\n".join(_claims(avg, {"baseline": 15.1, "mid-align": 47.9}, TASKS["slot"]))
+    assert "(at most 1 point lower): slot F1 +1.6; holds in this run." in text  # a rise is not a loss
+    assert "intent accuracy +6.5; holds in this run on 2 of 3 metrics" in text
+    avg["mid-align"] = scores(84.4, (10.0, 20.0, 20.0))
+    text = "\n".join(_claims(avg, {"baseline": 15.1, "mid-align": 20.0}, TASKS["slot"]))
+    assert "slot F1 -1.1; does not hold in this run." in text
+    assert "does not hold in this run on any metric" in text
+    assert "+4.9; does not hold in this run." in text  # the retrieval rise asked is 25 points
