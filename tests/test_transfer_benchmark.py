@@ -130,6 +130,19 @@ def test_verdicts_follow_the_numbers_when_the_claims_fail():
     assert row(text, "| 7. merged: supervised").endswith("| -5.0 ± 0.0; no |")
 
 
+def test_a_supervised_score_that_rises_is_kept_and_one_that_falls_is_not():
+    # English +10 with mid-align and +5 merged: not lost, so both checks pass (they were two-sided before).
+    runs = {11: slot_run(30, 60, 45, english=(60, 70, 65)), 12: slot_run(32, 62, 47, english=(60, 70, 65))}
+    text = make_report(runs)
+    assert row(text, "| 3. supervised").endswith("(seeds: +10.0, +10.0); yes |")
+    assert row(text, "| 7. merged: supervised").endswith("| 5.0 ± 0.0; yes |")
+    # A mean of -1 passes; a single seed 4 points lower fails the check.
+    runs = {11: slot_run(30, 60, 45, english=(90, 89, 88)), 12: slot_run(32, 62, 47, english=(90, 86, 88))}
+    assert row(make_report(runs), "| 3. supervised").endswith("(seeds: -1.0, -4.0); no |")
+    runs[12] = slot_run(32, 62, 47, english=(90, 89, 88))
+    assert row(make_report(runs), "| 3. supervised").endswith("(seeds: -1.0, -1.0); yes |")
+
+
 def test_one_seed_leaves_the_significance_undecided():
     text = make_report({11: slot_run(30, 60, 45)})
     assert row(text, "| 2. transfer slot_f1").endswith("undecided: 1 seed(s) with a value, a spread needs two |")
