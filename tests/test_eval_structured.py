@@ -55,8 +55,21 @@ def test_flatten_json():
         ("meta.ok", "true"),
         ("ents[]", '{"s": "Ann", "t": "PER"}'),  # an object in a list is one field, keys sorted
     ]
-    assert flatten_json([]) == [] and flatten_json({}) == []
     assert flatten_json({"a": 1}) != flatten_json({"a": True})
+    # An empty array or object is a field: "no persons" is an answer, and not the same one as saying nothing
+    assert flatten_json({"person": []}) == [("person", "[]")] and flatten_json({}) == [("", "{}")]
+    # A key's own dots and brackets are escaped, so they cannot pass for nesting
+    assert flatten_json({"a.b": 1}) == [("a\\.b", "1")] != flatten_json({"a": {"b": 1}})
+    assert flatten_json({"x[]": 1}) != flatten_json({"x": [1]})
+    assert flatten_json({"a\\": {"b": 1}}) != flatten_json({"a\\.b": 1})
+
+
+def test_empty_answers_and_lookalike_paths_are_not_scored_as_right():
+    garbage = score_json(["not json", "{}"], [{"person": []}, {"person": []}])
+    assert garbage["field_gold"] == 2 and garbage["field_tp"] == 0 and garbage["field_f1"] == 0.0
+    assert score_json(['{"person": []}'], [{"person": []}])["field_f1"] == 100.0
+    assert score_json(['{"a.b": 1}'], [{"a": {"b": 1}}])["field_f1"] == 0.0
+    assert score_json(['{"x[]": 1}'], [{"x": [1]}])["field_f1"] == 0.0
 
 
 def test_schema_errors():
@@ -73,6 +86,13 @@ def test_schema_errors():
     assert schema_errors(None, {"type": ["object", "null"]}) == []
     assert schema_errors(1.5, {"type": "number"}) == []
     assert schema_errors([1], SCHEMA) == ["$: expected object, got list"]
+
+
+def test_enum_compares_json_values_not_python_ones():
+    assert schema_errors(True, {"enum": [1]}) == ["$: True is not one of [1]"]  # Python: True == 1
+    assert schema_errors(0, {"enum": [False]}) != []
+    assert schema_errors(1.0, {"enum": [1]}) == [] and schema_errors(True, {"enum": [True]}) == []
+    assert score_json(['{"a": true}'], [{"a": 1}], schema={"properties": {"a": {"enum": [1]}}})["schema_valid"] == 0
 
 
 def test_unsupported_schema_keywords_are_refused():
@@ -97,8 +117,10 @@ def test_score_json_known_answers():
         '{"person": ["Bo"], "location": [',  # does not parse: its gold field is missed
     ]
     s = score_json(predictions, golds, schema=SCHEMA)
-    assert (s["field_tp"], s["field_pred"], s["field_gold"]) == (3, 4, 4)
-    assert s["field_precision"] == 75.0 and s["field_recall"] == 75.0 and s["field_f1"] == 75.0
+    # Gold fields 2 + 2 + 2 (an empty list is a field: `"person": []`), predicted 3 + 2 + 0, right 2 + 2 + 0
+    assert (s["field_tp"], s["field_pred"], s["field_gold"]) == (4, 5, 6)
+    assert s["field_precision"] == 80.0 and s["field_recall"] == pytest.approx(200 / 3)
+    assert s["field_f1"] == pytest.approx(2 * 80 * 200 / 3 / (80 + 200 / 3))
     assert s["parse_rate"] == pytest.approx(200 / 3)
     assert s["schema_valid"] == pytest.approx(200 / 3)
     assert s["exact_match"] == pytest.approx(100 / 3)

@@ -80,6 +80,10 @@ def test_errors_name_the_problem():
         language_table(SCORES, "slot_f1", supervised=["en"], transfer=["fr"])
     with pytest.raises(ConfigError, match="both supervised and transfer"):
         language_table(SCORES, "slot_f1", supervised=["en"], transfer=["en", "de"])
+    with pytest.raises(ConfigError, match=r"transfer language\(s\) \['de'\] listed more than once"):
+        language_table(SCORES, "slot_f1", supervised=["en"], transfer=["de", "de"])  # would count twice
+    with pytest.raises(ConfigError, match=r"supervised language\(s\) \['en'\] listed more than once"):
+        language_table(SCORES, "slot_f1", supervised=["en", "en"])
     with pytest.raises(ConfigError, match="cover different languages"):
         language_table({**SCORES, "merged": {"en": {"slot_f1": 1.0}}}, "slot_f1")
     with pytest.raises(ConfigError, match="metric 'intent_acc' is missing"):

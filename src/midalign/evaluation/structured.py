@@ -5,11 +5,13 @@ then the rest must be exactly one JSON value (no text before or after; `NaN`/`In
 read strictly (`midalign.files.loads_json`): an object naming a key twice (ambiguous: parsers disagree on
 which value wins), nesting deeper than 100 levels or a lone surrogate make the output unparsable.
 
-Fields: a JSON value is flattened into (path, value) pairs: object keys are joined with `.`, array
-elements share their array's path plus `[]` (order ignored, duplicates kept), and an array element
-that is itself an object or array is one field compared whole (so an entity object counts as found
-only with all its keys right). Values are compared exactly, except that 1.0 equals 1. Precision and
-recall are micro-averaged over all pairs of all examples; an unparsable output has no pairs.
+Fields: a JSON value is flattened into (path, value) pairs: object keys are joined with `.` (a key's own `.`,
+`[`, `]` and `\\` escaped with `\\`, so `{"a.b": 1}` and `{"a": {"b": 1}}` differ), array elements share their
+array's path plus `[]` (order ignored, duplicates kept), an array element that is itself an object or array is one
+field compared whole (so an entity object counts as found only with all its keys right), and an empty object or
+array is a field of its own (so `{"person": []}` is not `{}`). Values are compared exactly, except that 1.0 equals
+1 (`true` does not equal 1). Precision and recall are micro-averaged over all pairs of all examples; an unparsable
+output has no pairs.
 
 Schema validity uses a small JSON Schema subset checked by hand: `type` (one or a list), `enum`,
 `properties`, `required`, `additionalProperties` (true/false) and `items`; `$schema`, `$id`,
@@ -108,7 +110,8 @@ def schema_errors(value: Any, schema: Mapping[str, Any], path: str = "$") -> lis
         wanted = [schema["type"]] if isinstance(schema["type"], str) else list(schema["type"])
         if not any(_is_type(value, name) for name in wanted):
             return [f"{path}: expected {' or '.join(wanted)}, got {type(value).__name__}"]
-    if "enum" in schema and value not in schema["enum"]:
+    # Compared as JSON values: Python's `True == 1` would let `true` pass an enum of numbers
+    if "enum" in schema and _canonical(value) not in {_canonical(option) for option in schema["enum"]}:
         errors.append(f"{path}: {value!r} is not one of {schema['enum']}")
     if isinstance(value, dict):
         properties = schema.get("properties", {})
@@ -144,11 +147,16 @@ def flatten_json(value: Any, path: str = "") -> list[tuple[str, str]]:
         >>> flatten_json({"person": ["Ann", "Bo"], "meta": {"n": 2.0}})
         [('person[]', '"Ann"'), ('person[]', '"Bo"'), ('meta.n', '2')]
     """
-    if isinstance(value, dict):
-        return [pair for key, item in value.items() for pair in flatten_json(item, f"{path}.{key}" if path else key)]
-    if isinstance(value, list):
+    if isinstance(value, dict) and value:
+        return [pair for key, item in value.items() for pair in flatten_json(item, _join(path, key))]
+    if isinstance(value, list) and value:
         return [(f"{path}[]", _canonical(item)) for item in value]
-    return [(path, _canonical(value))]
+    return [(path, _canonical(value))]  # a scalar, or an empty object or array: what the output said is nothing
+
+
+def _join(path: str, key: str) -> str:
+    key = re.sub(r"([.\[\]\\])", r"\\\1", key)
+    return f"{path}.{key}" if path else key
 
 
 def score_json(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,8 +117,13 @@ def language_groups(
         when `supervised` is empty too).
 
     Raises:
-        ConfigError: a language that is not in `languages`, or one in both groups.
+        ConfigError: a language that is not in `languages`, one named twice in a group (it would count twice in
+            the averages), or one in both groups.
     """
+    for name, group in (("supervised", supervised), ("transfer", transfer or ())):
+        repeated = sorted(lang for lang, n in Counter(group).items() if n > 1)
+        if repeated:
+            raise ConfigError(f"{name} language(s) {repeated} listed more than once")
     supervised = tuple(supervised)
     if transfer is None:
         transfer = tuple(lang for lang in languages if lang not in supervised) if supervised else ()
