@@ -151,7 +151,7 @@ def flatten_json(value: Any, path: str = "") -> list[tuple[str, str]]:
         return [pair for key, item in value.items() for pair in flatten_json(item, _join(path, key))]
     if isinstance(value, list) and value:
         return [(f"{path}[]", _canonical(item)) for item in value]
-    return [(path, _canonical(value))]  # a scalar, or an empty object or array: what the output said is nothing
+    return [(path, _canonical(value))]  # a scalar, or an empty object or array: an answer too ("no persons")
 
 
 def _join(path: str, key: str) -> str:

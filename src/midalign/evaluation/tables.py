@@ -120,14 +120,14 @@ def language_groups(
         ConfigError: a language that is not in `languages`, one named twice in a group (it would count twice in
             the averages), or one in both groups.
     """
-    for name, group in (("supervised", supervised), ("transfer", transfer or ())):
-        repeated = sorted(lang for lang, n in Counter(group).items() if n > 1)
-        if repeated:
-            raise ConfigError(f"{name} language(s) {repeated} listed more than once")
     supervised = tuple(supervised)
     if transfer is None:
         transfer = tuple(lang for lang in languages if lang not in supervised) if supervised else ()
     transfer = tuple(transfer)
+    for name, group in (("supervised", supervised), ("transfer", transfer)):
+        repeated = sorted(lang for lang, n in Counter(group).items() if n > 1)
+        if repeated:
+            raise ConfigError(f"{name} language(s) {repeated} listed more than once")
     unknown = [lang for lang in (*supervised, *transfer) if lang not in languages]
     if unknown:
         raise ConfigError(f"unknown language(s) {unknown}; the data covers {list(languages)}")
