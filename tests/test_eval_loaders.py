@@ -23,6 +23,7 @@ from midalign.evaluation.loaders import (
     read_prediction_lines,
 )
 from midalign.evaluation.runner import prediction_rows
+from midalign.evaluation.slots import score_slots
 
 
 @pytest.fixture
@@ -45,6 +46,20 @@ def test_massive_jsonl_file(massive_file):
     assert examples[1]["gold"] == "None"
     assert examples[3]["gold"] == "date: 星期五; time: 早上九点"
     assert len(load_massive_jsonl(massive_file, partition=None)) == 5
+
+
+def test_massive_annotation_inside_a_word_scores_through_the_reader(tmp_path):
+    # MASSIVE brackets can leave a clitic outside (`[date : today]'s`, `l'[place_name : hôtel]`); the gold read from
+    # the release must then tag the whole word, as MASSIVE's own conversion does, so a copy of the gold scores 100.
+    rows = [
+        {"id": "7", "locale": "en-US", "partition": "test", "intent": "weather_query",
+         "utt": "what is today's weather", "annot_utt": "what is [date : today]'s weather"},
+        {"id": "7", "locale": "fr-FR", "partition": "test", "intent": "transport_query",
+         "utt": "emmène-moi à l'hôtel de ville.", "annot_utt": "emmène-moi à l'[place_name : hôtel de ville]."},
+    ]  # fmt: skip
+    for example in load_massive_jsonl(write_jsonl(tmp_path / "m.jsonl", rows)):
+        s = score_slots([example["gold"]], [example["gold"]], [example["utt"]], lang=example["lang"])
+        assert (s["slot_f1"], s["slot_unplaced_gold"]) == (100.0, 0), example
 
 
 def test_massive_locales_and_intents(massive_file):

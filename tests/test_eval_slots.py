@@ -8,7 +8,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from seqeval.metrics import f1_score
-from seqeval.metrics.sequence_labeling import get_entities
 
 from midalign.errors import DataError
 from midalign.evaluation.slots import (
@@ -40,6 +39,7 @@ UTT = "wake me up at nine am on friday"
         ("play music; time: nine", SlotFrame(None, (("time", "nine"),), ("play music",))),
         ("time: ; : friday", SlotFrame(None, (), ("time:", ": friday"))),
         ("时间: 早上九点", SlotFrame(None, (("时间", "早上九点"),))),
+        ("闹钟 ｜ 时间：早上九点；日期：星期五", SlotFrame("闹钟", (("时间", "早上九点"), ("日期", "星期五")))),
     ],
 )
 def test_parse_slot_output(text, expected):
@@ -89,12 +89,12 @@ def test_split_units_words_and_characters():
 
 def test_place_slots_fills_free_occurrences_and_reports_the_rest():
     units = split_units("nine or nine", char_split=False)
-    tags, unplaced = place_slots(units, [("time", "nine"), ("time", "nine"), ("time", "nine")], char_split=False)
+    tags, unplaced, _ = place_slots(units, [("time", "nine"), ("time", "nine"), ("time", "nine")], char_split=False)
     assert tags == ["B-time", "O", "B-time"]
     assert unplaced == [("time", "nine")]
     # Two overlapping values: one is placed, the same one whichever order they were written in.
     for slots in ([("time", "Nine or"), ("date", "or nine")], [("date", "or nine"), ("time", "Nine or")]):
-        tags, unplaced = place_slots(units, slots, char_split=False)
+        tags, unplaced, _ = place_slots(units, slots, char_split=False)
         assert tags == ["O", "B-date", "I-date"]
         assert unplaced == [("time", "Nine or")]
 
@@ -102,7 +102,7 @@ def test_place_slots_fills_free_occurrences_and_reports_the_rest():
 def test_place_slots_places_as_many_values_as_fit():
     # First-free placement in written order would put `a b` on units 0-1 and leave `b c` nowhere.
     units = split_units("a b c a b", char_split=False)
-    tags, unplaced = place_slots(units, [("x", "a b"), ("y", "b c")], char_split=False)
+    tags, unplaced, _ = place_slots(units, [("x", "a b"), ("y", "b c")], char_split=False)
     assert unplaced == []
     assert tags == ["O", "B-y", "I-y", "B-x", "I-x"]
 
@@ -166,6 +166,84 @@ def test_malformed_fragment_is_a_false_positive():
 def test_gold_value_missing_from_the_utterance_is_a_false_negative():
     s = scores(["time: nine am"], ["time: nine am; date: tomorrow"])
     assert (s["slot_gold"], s["slot_unplaced_gold"], s["slot_recall"]) == (2, 1, 50.0)
+
+
+@pytest.mark.parametrize(
+    ("annot_utt", "tagged_word"),
+    [
+        ("what is [date : today]'s weather", "today's"),
+        ("wake me up on [date : friday].", "friday."),
+        ("emmène-moi à l'[place_name : hôtel de ville]", "l'hôtel"),
+        ("rappelle-moi [date : demain]-matin", "demain-matin"),
+    ],
+)
+def test_an_annotation_inside_a_word_tags_the_word_as_massive_does(annot_utt, tagged_word):
+    # MASSIVE's own conversion (alexa/massive, create_hf_dataset.py) labels every whitespace token the brackets
+    # touch; a gold value that ends inside a word used to be unplaced, so a perfect prediction scored 0.
+    utterance, gold_slots = parse_annot_utt(annot_utt)
+    gold = format_slots(gold_slots)
+    units = split_units(utterance, char_split=False)
+    tags, unplaced, _ = place_slots(units, gold_slots, char_split=False)
+    assert unplaced == [] and tags[units.index(tagged_word)].startswith("B-")
+    s = scores([gold], [gold], [utterance])
+    assert (s["slot_f1"], s["slot_unplaced_gold"], s["slot_unplaced_pred"]) == (100.0, 0, 0)
+    # The whole word, as a tagger would mark it, is the same span.
+    whole = format_slots([(gold_slots[0][0], " ".join(utterance.split()[units.index(tagged_word) :][:1]))])
+    if len(gold_slots[0][1].split()) == 1:
+        assert scores([whole], [gold], [utterance])["slot_f1"] == 100.0
+
+
+def test_a_part_of_a_word_is_not_a_value():
+    utterance = "what is today's weather"
+    for part in ("day", "s", "today'"):  # not the word's main part, or not joined to the rest by punctuation
+        s = scores([f"date: {part}"], ["date: today"], [utterance])
+        assert (s["slot_tp"], s["slot_unplaced_pred"]) == (0, 1), part
+    # A whole-word occurrence is preferred to one inside a word, for golds and predictions alike.
+    tags, _, _ = place_slots(
+        split_units("today's plan for today", char_split=False), [("date", "today")], char_split=False
+    )
+    assert tags == ["O", "O", "O", "B-date"]
+
+
+_WORDS = ["alarm", "kitchen", "friday", "music", "tomorrow", "lights", "london", "seven", "coffee", "jazz"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.permutations(_WORDS),
+    st.lists(st.sampled_from(["", "'s", ".", "l'", "d'", ","]), min_size=10, max_size=10),
+    st.lists(st.tuples(st.integers(0, 9), st.integers(1, 3)), max_size=3),
+)
+def test_gold_tags_equal_massive_token_labels(words, clitics, picks):
+    """Brackets around the word parts of an utterance whose words carry clitics: the gold's tags must be the
+    labels MASSIVE gives each whitespace token (every token the brackets touch)."""
+    pres = [c if c.endswith("'") else "" for c in clitics]
+    posts = [c if not c.endswith("'") else "" for c in clitics]
+    full = [pre + word + post for pre, word, post in zip(pres, words, posts, strict=False)]
+    spans, taken = [], set()
+    for start, n in sorted(picks):
+        cells = set(range(start, min(start + n, len(full))))
+        if not cells & taken:
+            taken |= cells
+            spans.append((start, max(cells)))
+    tokens, labels, k = [], [], 0
+    for a, b in spans:
+        tokens += full[k:a]
+        labels += ["O"] * (a - k)
+        text = " ".join(full[a : b + 1])
+        value = text[len(pres[a]) : len(text) - len(posts[b])]  # the brackets hold the words, not their clitics
+        tokens.append(f"{pres[a]}[t : {value}]{posts[b]}")
+        labels += ["B-t"] + ["I-t"] * (b - a)
+        k = b + 1
+    tokens += full[k:]
+    labels += ["O"] * (len(full) - k)
+    utterance, gold_slots = parse_annot_utt(" ".join(tokens))
+    units = split_units(utterance, char_split=False)
+    tags, unplaced, _ = place_slots(units, gold_slots, char_split=False)
+    assert unplaced == []
+    assert tags == labels
+    gold = format_slots(gold_slots)
+    assert scores([gold], [gold], [utterance])["slot_f1"] == 100.0
 
 
 @pytest.mark.parametrize(
@@ -246,9 +324,8 @@ def test_equals_seqeval_micro_f1_when_every_value_is_placed(cases):
         gold_slots = [(t, " ".join(words[a:b])) for t, a, b in gold]
         pred_slots = [(t, " ".join(words[a:b])) for t, a, b in pred]
         units = split_units(" ".join(words), char_split=False)
-        g_tags, g_unplaced = place_slots(units, gold_slots, char_split=False)
-        gold_entities = set(get_entities(g_tags))
-        p_tags, p_unplaced = place_slots(units, pred_slots, char_split=False, gold_entities=gold_entities)
+        g_tags, g_unplaced, g_spans = place_slots(units, gold_slots, char_split=False)
+        p_tags, p_unplaced, _ = place_slots(units, pred_slots, char_split=False, gold_spans=g_spans)
         assume(not g_unplaced and not p_unplaced)
         utterances.append(" ".join(words))
         golds.append(format_slots(gold_slots))

@@ -10,10 +10,14 @@ seqeval. Generated values can do what a tagger cannot, so these rules decide how
 
 - placement never depends on the order the slots were written in (`place_slots`): the gold values are
   placed so that as many as possible find free, non-overlapping units (longest first, then leftmost);
-  a predicted value equal to a gold entity of the same type takes that entity's span, so a value that
+  a predicted value equal to a gold value of the same type takes that gold's span, so a value that
   occurs twice or inside another (`five` in `five thirty`, `九点` in `九点半`) is credited with the
   occurrence the gold means; the other predicted values are placed like the gold's. Comparison is
   case-insensitive after Unicode NFKC, and whitespace inside a value is irrelevant;
+- a value also occurs inside a word when the rest of the word is joined to it by punctuation or a
+  symbol and is no longer than it (`today` in `today's`, `hôtel` in `l'hôtel`, `friday` in `friday.`):
+  MASSIVE's annotations can end inside a word (`[date : today]'s`), and MASSIVE's own conversion tags
+  the whole word; whole-word occurrences are preferred;
 - a predicted value that cannot be placed (not in the utterance, or a duplicate whose every
   occurrence is already taken) is a false positive; a gold value that cannot be placed (possible
   only with hand-written golds) is a false negative; both are counted, not dropped;
@@ -30,7 +34,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from seqeval.metrics.sequence_labeling import get_entities
@@ -43,6 +47,8 @@ NONE_OUTPUT = "None"
 
 # `[type : value]`; a type never holds ':' or brackets, a value may hold ':' (`[time : 9:30]`).
 _ANNOTATION = re.compile(r"\[([^\[\]:]*):([^\[\]]*)\]")
+# Models writing Chinese or Japanese often use the full-width forms of the format's separators.
+_FULL_WIDTH_SEPARATORS = str.maketrans({"：": ":", "；": ";", "｜": "|"})
 # In character-split languages: a run of printable ASCII is one unit, any other non-space character one.
 _CHAR_UNITS = re.compile(r"[!-~]+|\S")
 
@@ -75,7 +81,8 @@ def parse_slot_output(text: str) -> SlotFrame:
     """Parse `[intent | ]type: value; type: value` (or `None`) into a `SlotFrame`.
 
     Only the first non-empty line is read. A `|` starts an intent prefix only when no `:` comes
-    before it, so a value such as `9|10` is not mistaken for an intent.
+    before it, so a value such as `9|10` is not mistaken for an intent. The full-width separators
+    `：`, `；` and `｜` (common in Chinese and Japanese output) count as `:`, `;` and `|`.
 
     Args:
         text: a generated output or a gold target.
@@ -87,7 +94,7 @@ def parse_slot_output(text: str) -> SlotFrame:
         >>> parse_slot_output("alarm_set | time: nine am; date: friday")
         SlotFrame(intent='alarm_set', slots=(('time', 'nine am'), ('date', 'friday')), malformed=())
     """
-    line = text.strip().split("\n", 1)[0]
+    line = text.strip().split("\n", 1)[0].translate(_FULL_WIDTH_SEPARATORS)
     intent = None
     head, bar, rest = line.partition("|")
     if bar and ":" not in head:
@@ -161,10 +168,46 @@ def split_units(text: str, *, char_split: bool) -> list[str]:
     return _CHAR_UNITS.findall(text) if char_split else text.split()
 
 
+def _joins(char: str) -> bool:
+    # Punctuation or a symbol: the `'` of `today's` and `l'hôtel`, the `.` of `friday.`, the `-` of `e-mail`.
+    return unicodedata.category(char)[0] in "PS"
+
+
+def _holds(unit: str, part: str, at: int) -> bool:
+    """Whether `part` sits in `unit` at `at` as the word's main part: what is left on either side is joined to it
+    by punctuation or a symbol, and is no longer than `part` (so `s` is not found in `today's`, nor `day` in it)."""
+    end = at + len(part)
+    if at < 0 or end > len(unit):
+        return False
+    left_ok = at == 0 or _joins(unit[at - 1])
+    right_ok = end == len(unit) or _joins(unit[end])
+    return unit[at:end] == part and left_ok and right_ok and len(unit) - len(part) <= len(part)
+
+
+def _inside(span: Sequence[str], want: Sequence[str]) -> bool:
+    """Whether the value's units sit in `span` with its outer edges inside the span's first and last unit."""
+    if list(span[1:-1]) != list(want[1:-1]):
+        return False
+    first, last, w_first, w_last = span[0], span[-1], want[0], want[-1]
+    if len(want) == 1:
+        return any(_holds(first, w_first, at) for at in range(len(first) - len(w_first) + 1))
+    return _holds(first, w_first, len(first) - len(w_first)) and _holds(last, w_last, 0)
+
+
 def _occurrences(units: Sequence[str], want: Sequence[str]) -> list[int]:
-    """Start positions where the unit sequence `want` occurs in `units`."""
+    """Start positions where the unit sequence `want` occurs in `units`: whole units first, then inside them.
+
+    MASSIVE annotations can start or end inside a word (`[date : today]'s`, `l'[place_name : hôtel]`), and
+    MASSIVE's own conversion then tags the whole word; so a value also occurs where its first unit ends a unit
+    and its last starts one, joined to the rest of those words by punctuation (`_holds`).
+    """
     n = len(want)
-    return [s for s in range(len(units) - n + 1) if n and list(units[s : s + n]) == list(want)]
+    if not n:
+        return []
+    spans = [(s, units[s : s + n]) for s in range(len(units) - n + 1)]
+    exact = [s for s, span in spans if list(span) == list(want)]
+    inside = [s for s, span in spans if list(span) != list(want) and _inside(span, want)]
+    return exact + inside
 
 
 # Slots per utterance are few (MASSIVE: at most 8), so an exhaustive search is cheap; the budget only bounds
@@ -176,8 +219,8 @@ def _max_placement(units: Sequence[str], wants: Sequence[tuple[str, ...]], taken
     """Non-overlapping starts for as many of `wants` as possible (None = not placed).
 
     Among the assignments that place the most values, the first in the search order wins: values in the
-    given order, each at its leftmost free occurrence first. The caller sorts the values canonically, so the
-    result does not depend on the order they were written in.
+    given order, each at its leftmost free occurrence first (whole units before inside words). The caller sorts
+    the values canonically, so the result does not depend on the order they were written in.
     """
     starts = [_occurrences(units, w) for w in wants]
     best: list[int | None] = [None] * len(wants)
@@ -214,49 +257,47 @@ def place_slots(
     slots: Sequence[tuple[str, str]],
     *,
     char_split: bool,
-    gold_entities: Collection[tuple[str, int, int]] = (),
-) -> tuple[list[str], list[tuple[str, str]]]:
+    gold_spans: Mapping[tuple[str, int, int], tuple[str, ...]] | None = None,
+) -> tuple[list[str], list[tuple[str, str]], dict[tuple[str, int, int], tuple[str, ...]]]:
     """Tag slot values onto the utterance's units; the result does not depend on the order of `slots`.
 
-    A generated `type: value` list says what, not where. So a predicted value that equals a gold entity of
-    the same type (`gold_entities`, from the gold's own placement) takes that entity's span: when a value
-    occurs twice, or inside another value (`five` in `five thirty`, `九点` in `九点半`), the model is credited
-    with the occurrence the gold means. The remaining values are placed so that as many as possible find
-    free, non-overlapping units (longest values first, leftmost occurrence first among equals).
+    A generated `type: value` list says what, not where. So a predicted value equal to a gold value of the same
+    type (`gold_spans`, from the gold's own placement) takes that gold's span: when a value occurs twice, or
+    inside another value (`five` in `five thirty`, `九点` in `九点半`), or inside a word (`today` in `today's`),
+    the model is credited with the occurrence the gold means. The remaining values are placed so that as many
+    as possible find free, non-overlapping units (longest values first, leftmost occurrence first among equals,
+    whole units before inside words).
 
     Args:
         units: the utterance's units (from `split_units`).
         slots: `(type, value)` pairs, in any order.
         char_split: how values are split (must match how `units` were made).
-        gold_entities: `(label, start, end)` spans as `seqeval.get_entities` returns them (end inclusive),
-            labels case-folded; empty when placing the gold itself.
+        gold_spans: the third value this function returns for the gold; None when placing the gold itself.
 
     Returns:
-        `(tags, unplaced)`: BIO tags over `units` (types case-folded) and the slots that found no free
-        occurrence, in canonical order.
+        `(tags, unplaced, spans)`: BIO tags over `units` (types case-folded), the slots that found no free
+        occurrence (in canonical order), and each placed value's `(type, start, end)` span (end inclusive, as
+        `seqeval.get_entities` gives) mapped to its units.
     """
     tags = ["O"] * len(units)
+    spans: dict[tuple[str, int, int], tuple[str, ...]] = {}
 
-    def tag(label: str, start: int, n: int) -> None:
+    def tag(label: str, start: int, want: tuple[str, ...]) -> None:
+        n = len(want)
         tags[start : start + n] = [f"B-{label}"] + [f"I-{label}"] * (n - 1)
+        spans[(label, start, start + n - 1)] = want
 
     # Canonical order: longest value first, then by type and text; never the order the model wrote them in.
     keyed = sorted(
         ((_fold(t), tuple(split_units(v, char_split=char_split)), (t, v)) for t, v in slots),
         key=lambda k: (-len(k[1]), k[0], k[1], k[2]),
     )
+    golds = sorted((gold_spans or {}).items(), key=lambda item: item[0][1])
     rest = []
     for label, want, slot in keyed:
-        match = next(
-            (
-                (s, e)
-                for g_label, s, e in sorted(gold_entities, key=lambda g: g[1])
-                if g_label == label and tuple(units[s : e + 1]) == want and tags[s] == "O"
-            ),
-            None,
-        )
+        match = next((g for (g, g_want) in golds if g[0] == label and g_want == want and tags[g[1]] == "O"), None)
         if match and want:
-            tag(label, match[0], len(want))
+            tag(label, match[1], want)
         else:
             rest.append((label, want, slot))
     starts = _max_placement(units, [w for _, w, _ in rest], [t != "O" for t in tags])
@@ -265,8 +306,8 @@ def place_slots(
         if start is None:
             unplaced.append(slot)
         else:
-            tag(label, start, len(want))
-    return tags, unplaced
+            tag(label, start, want)
+    return tags, unplaced, spans
 
 
 def _slot_multiset(frame: SlotFrame, char_split: bool) -> Counter:
@@ -325,9 +366,9 @@ def score_slots(
     for prediction, gold, utterance in zip(predictions, gold_frames, utterances, strict=True):
         pred = parse_slot_output(prediction)
         units = split_units(utterance, char_split=char_split)
-        gold_tags, gold_unplaced = place_slots(units, gold.slots, char_split=char_split)
+        gold_tags, gold_unplaced, gold_spans = place_slots(units, gold.slots, char_split=char_split)
         gold_entities = set(get_entities(gold_tags))
-        pred_tags, pred_unplaced = place_slots(units, pred.slots, char_split=char_split, gold_entities=gold_entities)
+        pred_tags, pred_unplaced, _ = place_slots(units, pred.slots, char_split=char_split, gold_spans=gold_spans)
         pred_entities = set(get_entities(pred_tags))
         span["tp"] += len(gold_entities & pred_entities)
         span["pred"] += len(pred_entities) + len(pred_unplaced) + len(pred.malformed)
