@@ -327,3 +327,54 @@ def test_overwrite_output_dir_replaces_an_earlier_run_and_only_when_asked(data, 
     again = train(config(data, max_steps=1, overwrite_output_dir=True), model=make_model(), tokenizer=tokenizer)
     assert again.state.global_step == 1
     assert not any(Path(first.output_dir).glob("checkpoint-*"))  # the earlier run's checkpoints are gone
+
+
+def test_overwrite_output_dir_replaces_the_earlier_run_as_a_whole(data, tokenizer, monkeypatch):
+    import midalign.train.trainer as trainer_module
+
+    out = Path(config(data).output_dir)
+    train(config(data, max_steps=1), model=make_model(), tokenizer=tokenizer)
+    (out / "eval").mkdir()
+    (out / "eval" / "scores.json").write_text("{}", encoding="utf-8")  # an evaluation of the earlier adapter
+    before = {p.name for p in out.iterdir()}
+    # A replacement refused on its input loses nothing of the earlier run.
+    with pytest.raises(ConfigError, match="align_layer"):
+        train(
+            config(data, max_steps=1, overwrite_output_dir=True, align_layer="9"),
+            model=make_model(),
+            tokenizer=tokenizer,
+        )
+    assert {p.name for p in out.iterdir()} == before
+
+    def crash(self, *args, **kwargs):
+        raise RuntimeError("killed during training")
+
+    monkeypatch.setattr(trainer_module.MidAlignTrainer, "train", crash)
+    with pytest.raises(RuntimeError, match="killed during training"):
+        train(config(data, max_steps=1, overwrite_output_dir=True), model=make_model(), tokenizer=tokenizer)
+    # Once the new run starts, no file of the earlier one is left: no adapter that `evaluate` would load as
+    # this run's, no log or record of it, no evaluation of its weights.
+    assert [p.name for p in out.iterdir()] == [".midalign.lock"]
+
+
+def test_resume_never_replaces_a_finished_run_with_another(data, tokenizer):
+    """A finished run without checkpoints (save_strategy no) has nothing to resume: --resume may only train it
+    again as recorded, never with other settings, and a plain rerun does not suggest --resume."""
+    out = Path(config(data).output_dir)
+    train(config(data, "align-only", output_dir=str(out), max_steps=1), model=make_model(), tokenizer=tokenizer)
+
+    def run_files():
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".midalign.lock"}
+
+    before = run_files()
+    with pytest.raises(ConfigError) as refused:
+        train(config(data, "baseline", output_dir=str(out), max_steps=1), model=make_model(), tokenizer=tokenizer)
+    assert "no checkpoint to resume from" in str(refused.value) and "--resume" not in str(refused.value)
+    changed = config(data, "baseline", output_dir=str(out), max_steps=1, resume=True)
+    with pytest.raises(
+        ConfigError, match=r"would change the run recorded in .*mode 'align-only' -> 'baseline'.*no checkpoint"
+    ):
+        train(changed, model=make_model(), tokenizer=tokenizer)
+    assert run_files() == before
+    same = config(data, "align-only", output_dir=str(out), max_steps=1, resume=True)
+    assert train(same, model=make_model(), tokenizer=tokenizer).state.global_step == 1  # trained again, as recorded

@@ -13,12 +13,12 @@ from datasets import Dataset
 from midalign.data.readers import read_parallel, read_task_examples
 from midalign.data.sources import parse_columns
 from midalign.errors import ConfigError, TrainingInterrupted
-from midalign.files import folder_lock, read_json_file
+from midalign.files import LOCK_FILE, folder_lock, read_json_file
 from midalign.layers import num_layers
 from midalign.modeling import check_tokenizer_fits, load_model, load_tokenizer
 from midalign.train.checkpoints import checkpoints, last_checkpoint, step
 from midalign.train.config import MidAlignConfig, resolve_align_layer
-from midalign.train.trainer import CONFIG_FILE, MidAlignTrainer
+from midalign.train.trainer import CONFIG_FILE, MidAlignTrainer, check_eval_data
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,14 @@ def build_trainer(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidA
         raise ConfigError(f"mode {config.mode} needs task_data")
     if config.mode in ("mid-align", "align-only") and not config.parallel_data:
         raise ConfigError(f"mode {config.mode} needs parallel_data")
+    task_eval = config.task_eval_data if config.mode != "align-only" else None
+    check_eval_data(config, bool(task_eval or config.parallel_eval_data))
     columns = parse_columns(config.task_columns, "--task_columns")
     task_rows = eval_rows = None
     if config.mode != "align-only":
         task_rows = read_task_examples(config.task_data, columns=columns)
-        if config.task_eval_data:
-            eval_rows = read_task_examples(config.task_eval_data, columns=columns)
+        if task_eval:
+            eval_rows = read_task_examples(task_eval, columns=columns)
     pairs = _pairs(config.parallel_data, config) if config.mode != "baseline" else None
     eval_pairs = _pairs(config.parallel_eval_data, config) or None
     if model is None or tokenizer is None:
@@ -155,8 +157,9 @@ RUN_SETTINGS = (
 )
 
 
-def check_resume_settings(current: dict, recorded_file: Path) -> None:
-    """Refuse to resume with settings that differ from those the checkpoint was trained with."""
+def check_resume_settings(current: dict, recorded_file: Path, *, checkpoint: bool = True) -> None:
+    """Refuse to resume with settings that differ from those the checkpoint (or, without one, the finished run in
+    the folder: `checkpoint=False`) was trained with."""
     if not recorded_file.is_file():  # a checkpoint written before midalign recorded its settings there
         logger.warning("midalign: %s is missing; the resumed settings cannot be checked", recorded_file)
         return
@@ -164,44 +167,69 @@ def check_resume_settings(current: dict, recorded_file: Path) -> None:
     changed = [k for k in RUN_SETTINGS if k in recorded and current.get(k) != recorded[k]]
     if changed:
         listed = ", ".join(f"{k} {recorded[k]!r} -> {current.get(k)!r}" for k in changed)
-        raise ConfigError(
-            f"--resume would change the run recorded in {recorded_file}: {listed}. Resume with the recorded "
-            "settings, or start a new output_dir"
+        advice = (
+            "Resume with the recorded settings, or start a new output_dir"
+            if checkpoint
+            else "It has no checkpoint to resume from: pass --overwrite_output_dir to replace it, or choose a new "
+            "output_dir"
         )
+        raise ConfigError(f"--resume would change the run recorded in {recorded_file}: {listed}. {advice}")
+
+
+def _remove_earlier_run(output_dir: Path) -> None:
+    """Remove everything in `output_dir` but the lock: the earlier run is replaced as a whole, so no file of it
+    (an adapter that `evaluate` would load, a log, an evaluation of the old weights) outlives its record."""
+    for entry in output_dir.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def train(config: MidAlignConfig, *, model=None, tokenizer=None) -> MidAlignTrainer:
     """Train as configured and save the adapter (or full model), the tokenizer and the resolved config.
 
-    A folder that already holds checkpoints or a finished run is continued only with `config.resume`, or
-    replaced with `config.overwrite_output_dir`; otherwise the run is refused, so old and new results never mix.
-    Resuming starts from the newest complete checkpoint; a checkpoint whose save was interrupted is renamed
-    `checkpoint-N.incomplete`. The folder is locked for the run and checked writable before anything loads.
+    A folder that already holds checkpoints or a finished run is continued only with `config.resume` (from its
+    newest complete checkpoint; a finished run without one is trained again, and only with the settings it
+    recorded), or replaced with
+    `config.overwrite_output_dir` (everything in it is removed once the new run's model and data have loaded);
+    otherwise the run is refused, so old and new results never mix. A checkpoint whose save was interrupted is
+    renamed `checkpoint-N.incomplete`. The folder is locked for the run and checked writable before anything loads.
     """
     output_dir = Path(config.output_dir)
     # One process per run takes the lock (under torchrun every rank calls train(); rank 0 speaks for the run).
     main_process = int(os.environ.get("RANK", "0")) == 0
     with folder_lock(output_dir, "training run") if main_process else contextlib.nullcontext():
         checkpoint = last_checkpoint(output_dir)
-        started = bool(checkpoints(output_dir)) or (output_dir / CONFIG_FILE).is_file()
-        if started and config.overwrite_output_dir and not config.resume:
-            if main_process:  # the other ranks see the same folder
-                logger.warning("midalign: replacing the earlier run in %s (--overwrite_output_dir)", output_dir)
-                for path in checkpoints(output_dir):
-                    shutil.rmtree(path)
-                (output_dir / CONFIG_FILE).unlink(missing_ok=True)
-            checkpoint = None
-        elif started and not config.resume:
-            what = Path(checkpoint).name if checkpoint else "the output of an earlier run"
+        finished = (output_dir / CONFIG_FILE).is_file()
+        started = bool(checkpoints(output_dir)) or finished
+        replace = started and config.overwrite_output_dir  # MidAlignConfig refuses it together with resume
+        if started and not config.resume and not replace:
+            hint = "pass --resume to continue that run, " if checkpoint else ""
+            what = (
+                Path(checkpoint).name if checkpoint else "the output of an earlier run (no checkpoint to resume from)"
+            )
             raise ConfigError(
-                f"{config.output_dir} already holds {what}; pass --resume to continue that run, "
-                "--overwrite_output_dir to replace it, or choose a new output_dir"
+                f"{config.output_dir} already holds {what}; {hint}"
+                "pass --overwrite_output_dir to replace it, or choose a new output_dir"
             )
         trainer = build_trainer(config, model=model, tokenizer=tokenizer)
-        if config.resume and checkpoint is None:
-            logger.warning("midalign: --resume given but %s has no checkpoint; starting from scratch", output_dir)
+        if replace:
+            checkpoint = None
+            if main_process:  # the other ranks see the same folder
+                logger.warning("midalign: replacing the earlier run in %s (--overwrite_output_dir)", output_dir)
+                _remove_earlier_run(output_dir)
         if config.resume and checkpoint is not None:
             check_resume_settings(trainer.resolved_settings(), Path(checkpoint) / CONFIG_FILE)
+        elif config.resume and finished:
+            # Nothing to continue: the run can only be trained again from step 0, and only as it was recorded (the
+            # demo reruns a stage killed between its save and its own log so); other settings would replace it.
+            check_resume_settings(trainer.resolved_settings(), output_dir / CONFIG_FILE, checkpoint=False)
+            logger.warning("midalign: %s has no checkpoint; training the recorded run again from step 0", output_dir)
+        elif config.resume:
+            logger.warning("midalign: --resume given but %s has no checkpoint; starting from scratch", output_dir)
         if config.resume and trainer.args.should_save:
             _set_aside_incomplete(output_dir, checkpoint)
         try:
