@@ -420,3 +420,17 @@ def test_unsafe_adapter_names_are_refused(tmp_path, capsys, command):
         assert main([*argv, "--adapters", f"{name}={adapter}"]) == 2
         assert f"adapter name {name!r}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_written_json_is_strict_and_a_folder_is_not_called_missing(tmp_path):
+    import math
+
+    from midalign.errors import DataError
+    from midalign.files import read_json_file, write_json_atomic, write_jsonl_atomic
+
+    path = write_json_atomic(tmp_path / "a.json", {"x": math.nan, "y": [math.inf, 1.5]})
+    assert json.loads(path.read_text(encoding="utf-8"), parse_constant=pytest.fail) == {"x": None, "y": [None, 1.5]}
+    rows = write_jsonl_atomic(tmp_path / "b.jsonl", [{"v": -math.inf}]).read_text(encoding="utf-8")
+    assert rows == '{"v": null}\n'
+    with pytest.raises(DataError, match="is a folder, not a file"):
+        read_json_file(tmp_path)

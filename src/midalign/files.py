@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import socket
@@ -68,12 +69,40 @@ def apply_umask(path: str | os.PathLike, *, folder: bool = False) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
 
 
+def apply_umask_tree(folder: str | os.PathLike) -> None:
+    """`apply_umask` to a folder and everything in it: safetensors' `save_file` (so PEFT's and transformers'
+    `save_pretrained`) writes through a 0600 temporary file, whatever the umask."""
+    apply_umask(folder, folder=True)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            apply_umask(os.path.join(root, name), folder=True)
+        for name in files:
+            apply_umask(os.path.join(root, name))
+
+
 LOCK_FILE = ".midalign.lock"
+
+
+def check_output_folder(folder: str | os.PathLike, what: str = "") -> Path:
+    """Refuse, before any work, an output folder that is a file, lies under a file, or cannot be made or written;
+    `what` names the option (`--output_dir`). Nothing is created: a command that writes its folder as a whole at
+    the end (a merge) checks it with this first.
+    """
+    folder = Path(folder)
+    label = f"{what} {folder}" if what else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{label} is a file, not a folder")
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        raise ConfigError(f"{label}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label} is not writable: permission denied on {existing}")
+    return folder
 
 
 def check_writable(folder: str | os.PathLike) -> Path:
     """Create `folder` if needed and prove it takes a file now, not after hours of work."""
-    folder = Path(folder)
+    folder = check_output_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -143,14 +172,31 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None: strict JSON has no such numbers (Python's `json`
+    would write `NaN`, which other readers refuse), and each of them means "no value" where midalign makes one."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, *, indent: int | None = None) -> str:
+    """`obj` as strict JSON text (`strict_json`; UTF-8 characters kept): the one way midalign writes JSON."""
+    return json.dumps(strict_json(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Write `obj` as JSON to `path` atomically."""
-    return write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+    """Write `obj` as strict JSON (`dumps_json`) to `path` atomically."""
+    return write_text_atomic(path, dumps_json(obj, indent=indent) + "\n")
 
 
 def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
-    """Write one JSON object per line to `path` atomically."""
-    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    """Write one strict JSON object per line to `path` atomically."""
+    return write_text_atomic(path, "".join(dumps_json(r) + "\n" for r in rows))
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -232,6 +278,8 @@ def loads_json(
 def read_bytes_checked(path: str | os.PathLike) -> bytes:
     """The bytes of `path`, or a `DataError` naming it when it is missing or unreadable."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder, not a file", path=str(path))
     if not path.is_file():
         raise DataError("file not found", path=str(path))
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -78,6 +79,47 @@ def quiet_peft_wrap() -> Iterator[None]:
 
 def _first_line(error: BaseException) -> str:
     return str(error).strip().split("\n", 1)[0]
+
+
+def safetensors_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, from its header alone (no weights are read).
+
+    Raises:
+        ConfigError: naming the file, when it is truncated or not a safetensors file (safetensors' own error
+            names neither the file nor the cause).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(f"{path} is truncated or not a safetensors file ({_first_line(e)})") from None
+
+
+def check_device(device: str, flag: str = "--device") -> str:
+    """Return `device` ("auto", "cpu", "cuda", "cuda:1", "mps", ...) if this machine has it, before any model loads.
+
+    Raises:
+        ConfigError: naming `flag`, for a name torch does not know or a device this machine lacks.
+    """
+    if device == "auto":
+        return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"{flag} {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{flag} {device}: this machine has no CUDA GPU that torch can use; use cpu or auto")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"{flag} {device}: this machine has {count} CUDA GPU(s), numbered from 0")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{flag} {device}: MPS is not available on this machine; use cpu or auto")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{flag} {device}: midalign runs on cpu, cuda or mps")
+    return device
 
 
 def _check_local_path(name_or_path: str | os.PathLike) -> None:
@@ -165,13 +207,16 @@ def load_model(
             f"{folder} is a PEFT adapter, not a base model: pass its base model{f' ({base})' if base else ''} as "
             "the model and this folder as the adapter"
         )
-    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+    weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if folder.is_dir() and not weights:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         held = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
         raise ConfigError(
             f"{folder} holds {held}; midalign loads safetensors only (unpickling can run code). Convert the "
             "checkpoint once with a trusted tool, e.g. `model.save_pretrained(folder)` (safetensors by default)"
         )
+    for file in weights:  # headers only: a truncated file is named now, not by a traceback from inside loading
+        safetensors_shapes(file)
     try:
         extra = model_init_kwargs(init_kwargs)
         extra["dtype"] = resolve_dtype(extra.get("dtype", dtype))
@@ -189,6 +234,8 @@ def load_model(
         raise ConfigError(f"cannot load the model {name_or_path} as asked: {_first_line(e)}") from e
     except ValueError as e:  # a corrupt config.json, or an architecture that is not a causal LM (T5, BERT, ...)
         raise UnsupportedModelError(f"cannot load {name_or_path} as a causal LM: {_first_line(e)}") from e
+    except RuntimeError as e:  # weights whose shapes config.json does not describe (and a hub file gone bad)
+        raise ConfigError(f"cannot load the model {name_or_path}: {_first_line(e)}") from e
     if adapter is not None:
         model = load_adapter(model, adapter)
     return model
@@ -199,7 +246,7 @@ def load_adapter(model, adapter: str | os.PathLike, *, adapter_name: str = "defa
     from peft import PeftModel
 
     cfg = read_adapter_config(adapter)
-    check_adapter_matches(model, cfg, str(adapter))
+    check_adapter_matches(model, cfg, str(adapter), adapter=adapter)
     with quiet_peft_wrap():
         return PeftModel.from_pretrained(model, str(adapter), adapter_name=adapter_name, is_trainable=is_trainable)
 
@@ -232,22 +279,26 @@ def adapter_systems(
         if peft_model is None:
             peft_model = load_adapter(model, path, adapter_name=name)
         else:
-            check_adapter_matches(peft_model, read_adapter_config(path), str(path))
+            check_adapter_matches(peft_model, read_adapter_config(path), str(path), adapter=path)
             peft_model.load_adapter(str(path), adapter_name=name)
         peft_model.set_adapter(name)
         yield name, peft_model
 
 
 def read_adapter_config(adapter: str | os.PathLike):
-    """The `PeftConfig` of a local adapter folder, after checking it holds `adapter_model.safetensors`.
+    """The `PeftConfig` of a local adapter folder, after checking it holds a whole `adapter_model.safetensors`.
 
     Raises:
-        ConfigError: not an adapter folder, pickle weights only (`adapter_model.bin`), or an unreadable
-            `adapter_config.json`.
+        ConfigError: no such folder, not an adapter folder, pickle weights only (`adapter_model.bin`), a truncated
+            weights file, or an unreadable `adapter_config.json`.
     """
     from peft import PeftConfig
 
     path = Path(adapter)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such adapter folder")
+    if not path.is_dir():
+        raise ConfigError(f"{path} is a file, not an adapter folder")
     if not (path / "adapter_config.json").is_file():
         raise ConfigError(f"{path}: not a PEFT adapter folder (adapter_config.json not found)")
     if not (path / "adapter_model.safetensors").is_file():
@@ -255,9 +306,11 @@ def read_adapter_config(adapter: str | os.PathLike):
         held = f"only pickle weights ({', '.join(pickles)})" if pickles else "no adapter_model.safetensors"
         raise ConfigError(f"{path}: the adapter holds {held}; midalign loads safetensors only")
     try:
-        return PeftConfig.from_pretrained(str(path))
+        config = PeftConfig.from_pretrained(str(path))
     except (OSError, ValueError, TypeError, AttributeError, RecursionError) as e:  # malformed JSON or settings
         raise ConfigError(f"{path}: unreadable adapter_config.json: {e}") from e
+    safetensors_shapes(path / "adapter_model.safetensors")  # header only: refuses a truncated file before any load
+    return config
 
 
 def _recorded_base(folder: Path) -> str | None:
@@ -311,13 +364,13 @@ def check_adapter_base(given: str, peft_config, where: str) -> None:
         )
 
 
-def check_adapter_matches(model, peft_config, where: str) -> None:
+def check_adapter_matches(model, peft_config, where: str, *, adapter: str | os.PathLike | None = None) -> None:
     """Refuse an adapter made for another base model: one check for every command that loads adapters.
 
     - the base the adapter recorded (`base_model_name_or_path`) must be the model given (see `same_base`);
-    - the blocks it targets must exist.
-
-    Other mismatches (hidden size, vocabulary) surface as PEFT's own shape errors when the weights load.
+    - the blocks it targets must exist;
+    - with `adapter` (its folder), every LoRA factor must fit the module it adapts (`check_adapter_shapes`), so a
+      model of another size is one line here, not PEFT's list of every mismatched tensor.
     """
     from midalign.layers import decoder_layers, unwrap_model
 
@@ -329,4 +382,43 @@ def check_adapter_matches(model, peft_config, where: str) -> None:
         if wanted and max(wanted) >= n_layers:
             raise ConfigError(
                 f"{where}: adapter targets layer {max(wanted)} but the base model has {n_layers} decoder blocks"
+            )
+    if adapter is not None:
+        check_adapter_shapes(model, adapter, where)
+
+
+# Saved LoRA factors are named `base_model.model.<module>.lora_A.weight` (PEFT drops the adapter name); A is
+# [r, in_features] and B is [out_features, r].
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+
+
+def check_adapter_shapes(model, adapter: str | os.PathLike, where: str) -> None:
+    """Refuse an adapter whose LoRA factors do not fit the linear modules of `model` (read from the file's header).
+
+    Raises:
+        ConfigError: naming the adapter, the model and the first module that does not fit.
+    """
+    from midalign.layers import unwrap_model
+
+    base = unwrap_model(model)
+    modules = dict(base.named_modules())
+    model_name = getattr(base, "name_or_path", "") or type(base).__name__
+    for key, shape in safetensors_shapes(Path(adapter) / "adapter_model.safetensors").items():
+        match = _LORA_KEY.match(key)
+        if match is None or len(shape) != 2:
+            continue  # embeddings, convolutions and extras keep PEFT's own checks
+        name, factor = match["module"], match["factor"]
+        module = modules.get(name)
+        if module is None:
+            raise ConfigError(f"{where} does not fit the model {model_name}: it adapts {name}, which the model lacks")
+        size = getattr(module, "in_features" if factor == "A" else "out_features", None)
+        if not isinstance(size, int):
+            continue
+        got = shape[1] if factor == "A" else shape[0]
+        if got != size:
+            leaf = name.rsplit(".", 1)[-1]
+            side = f"takes {size} inputs" if factor == "A" else f"gives {size} outputs"
+            raise ConfigError(
+                f"{where} does not fit the model {model_name}: lora_{factor} of {name} is "
+                f"{shape[0]}x{shape[1]}, the model's {leaf} {side}"
             )

@@ -108,7 +108,22 @@ class CommandParser(HfArgumentParser):
             raise ConfigError(str(e)) from e
         if unknown:
             self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        self._refuse_repeated_values(arguments)
         return arguments
+
+    def _refuse_repeated_values(self, arguments) -> None:
+        """A text value given twice in one list option (`--pairs de-en de-en`) is refused, naming the flag: kept, it
+        would load or score the same thing twice (and shift predictions aligned by position); dropped, it would
+        hide a typo. Numbers may repeat (`--weights 1.0 1.0`)."""
+        actions = self._actions_by_field()
+        for f in dataclasses.fields(arguments):
+            action = actions.get(f.name)
+            value = getattr(arguments, f.name, None)
+            if action is None or action.nargs not in ("+", "*") or action.type is not str or not value:
+                continue
+            repeated = [v for i, v in enumerate(value) if v in value[:i]]
+            if repeated:
+                raise ConfigError(f"{action.option_strings[0]}: {repeated[0]!r} is given twice; give each value once")
 
     def _actions_by_field(self) -> dict[str, argparse.Action]:
         # A bool field with default True also has a `--no_<field>` flag (store_false): the field's own flag counts.
@@ -202,6 +217,17 @@ def _own_then_inherited(dataclass_type: type) -> dict[str, list[str]]:
             n for n in names if n in inherited
         ],
     }
+
+
+def at_least(flag: str, value: int | float, minimum: int = 1):
+    """`value` if it is at least `minimum`; numeric flags are checked with this when parsed, before any work.
+
+    Raises:
+        ConfigError: naming the flag and the value.
+    """
+    if value < minimum:
+        raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
+    return value
 
 
 def named_paths(
