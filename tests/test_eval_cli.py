@@ -321,3 +321,75 @@ def test_predictions_are_matched_to_the_data_by_identity_not_line(tmp_path, caps
     assert run_cli([*data, "--predictions", f"mid-align={bad}", "--output_dir", tmp_path / "bad"]) == 2
     assert re.search(r"bad\.jsonl:1: field 'id': lang .*, id '999' matches no example", capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()
+
+
+MT = ROOT / "examples" / "eval" / "mt"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--pairs", "de-en", "de-en"], "--pairs: 'de-en' is given twice"),
+        (["--pairs", "de-en", "en-zh", "--supervised_languages", "de-en", "de-en"], "--supervised_languages: 'de-en'"),
+    ],
+)
+def test_a_value_repeated_in_a_list_option_is_refused(tmp_path, capsys, extra, message):
+    # Kept, de-en was loaded twice and en-zh predictions lined up with its second copy (BLEU 15.6, not 36.3).
+    argv = ["--task", "mt", "--format", "text", "--data", f"{MT}/test.{{src}}-{{tgt}}.{{lang}}", *extra]
+    argv += ["--predictions", f"b={MT / 'baseline.txt'}", "--output_dir", tmp_path / "out"]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_rescoring_refuses_the_options_it_would_ignore(tmp_path, capsys):
+    out = tmp_path / "ev"
+    argv = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl", "--output_dir", out]
+    assert run_cli([*argv, "--predictions", f"b={SLOT / 'baseline.txt'}"]) == 0
+    capsys.readouterr()
+    again = ["--task", "slot", "--predictions", f"b={out / 'predictions-b.jsonl'}", "--output_dir", tmp_path / "x"]
+    assert run_cli([*again, "--locales", "en-US", "--limit", "1", "--format", "massive"]) == 2
+    assert "--format, --locales, --limit apply to --data" in capsys.readouterr().err
+    assert run_cli([*again, "--max_new_tokens", "4"]) == 2
+    assert "--max_new_tokens applies when generating" in capsys.readouterr().err
+    assert run_cli(["--task", "slot", "--predictions", f"b={out}", "--output_dir", tmp_path / "x"]) == 2
+    assert "is a folder, not a predictions file" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_holds_one_evaluation(tmp_path, capsys):
+    out = tmp_path / "ev"
+    argv = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl", "--output_dir", out]
+    both = ["--predictions", f"baseline={SLOT / 'baseline.txt'}", f"merged={SLOT / 'merged.txt'}"]
+    assert run_cli([*argv, *both]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert run_cli([*argv, "--predictions", f"mid-align={SLOT / 'mid-align.txt'}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds an earlier evaluation of other systems (baseline, merged)" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # refused before writing anything
+    assert run_cli([*argv, *both]) == 0  # the same evaluation again replaces its files
+    assert {p.name for p in out.iterdir()} == set(before)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--max_new_tokens", "0"], "--max_new_tokens must be at least 1, got 0"),
+        (["--batch_size", "-1"], "--batch_size must be at least 1, got -1"),
+        (["--device", "foo"], "--device 'foo' is not a device"),
+        (["--device", "cuda:99"], "--device cuda:99"),
+        (["--output_dir", "AFILE"], "--output_dir AFILE is a file, not a folder"),
+    ],
+)
+def test_bad_generation_flags_fail_before_the_model_loads(tmp_path, capsys, monkeypatch, extra, message):
+    import midalign.modeling
+
+    monkeypatch.setattr(midalign.modeling, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.chdir(tmp_path)
+    Path("AFILE").write_text("", encoding="utf-8")
+    argv = ["--task", "slot", "--format", "massive", "--data", SLOT / "massive_mini.jsonl"]
+    argv += ["--model_name_or_path", tmp_path, "--output_dir", "out", *extra]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

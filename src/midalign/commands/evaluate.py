@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from midalign.commands.parser import named_paths
+from midalign.commands.parser import at_least, named_paths
 from midalign.errors import ConfigError, DataError
 from midalign.files import read_json_file
-from midalign.modeling import model_init_kwargs
+from midalign.modeling import BASE, check_device, model_init_kwargs
 
 Format = Literal["jsonl", "massive", "massive-hf", "text", "flores"]
 FORMATS = get_args(Format)
@@ -131,12 +132,33 @@ class EvaluateArguments:
             raise ConfigError("give --model_name_or_path (to generate) or --predictions (to re-score), not both")
         if self.adapters and self.predictions:
             raise ConfigError("--adapters needs --model_name_or_path")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+        if self.limit is not None:
+            at_least("--limit", self.limit)
+        at_least("--batch_size", self.batch_size)
+        at_least("--max_new_tokens", self.max_new_tokens)
         model_init_kwargs(self.model_init_kwargs)  # a bad JSON object fails here, before anything loads
         model_init_kwargs(self.vllm_kwargs, "--vllm_kwargs")
         if self.backend == "vllm" and self.predictions:
             raise ConfigError("--backend vllm generates: give --model_name_or_path, not --predictions")
+        check_device(self.device)
+        # Options that would change nothing are refused, not ignored (docs/evaluation.md, "Bad input").
+        if self.predictions:
+            self._refuse_given(GROUPS["generation"], "when generating (--model_name_or_path), not re-scoring")
+            if not self.data and self.format != "massive-hf":
+                self._refuse_given(GROUPS["data"], "to --data; predictions files are re-scored whole")
+
+    def _refuse_given(self, names: list[str], why: str) -> None:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        given = [f"--{name}" for name in names if name != "progress" and getattr(self, name) != defaults[name]]
+        if given:
+            raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} {why}")
+
+    def system_names(self) -> list[str]:
+        """The systems this evaluation scores, in order (known before anything loads)."""
+        if self.predictions:
+            return list(named_paths(self.predictions, "system", flag="--predictions", dots=True))
+        adapters = list(named_paths(self.adapters, flag="--adapters"))
+        return [BASE] * (self.include_base or not adapters) + adapters
 
 
 ARGUMENTS = EvaluateArguments
@@ -277,6 +299,7 @@ def run(args: EvaluateArguments) -> int:
     from accelerate import PartialState
 
     from midalign.evaluation.runner import (
+        check_report_dir,
         check_score_options,
         prediction_rows,
         score_by_language,
@@ -292,6 +315,7 @@ def run(args: EvaluateArguments) -> int:
         except DataError as e:
             raise DataError(f"cannot read the schema: {e.reason}", path=e.path, line=e.line, field=e.field) from e
     check_score_options(args.task, score_options.get("char_langs"), score_options.get("schema"), args.comet)
+    check_report_dir(args.output_dir, args.system_names())  # before generating, not after
     systems = _rescore(args) if args.predictions else _generate(args)  # names checked there
     if not PartialState().is_main_process:  # data-parallel generation: the main process scores and writes
         return 0

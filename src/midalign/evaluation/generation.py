@@ -110,11 +110,13 @@ def generate(
         desc: the progress bar's label.
 
     Raises:
-        ConfigError: the tokenizer has neither a pad nor an EOS token; `batch_size` < 1.
+        ConfigError: the tokenizer has neither a pad nor an EOS token; `batch_size` or `max_new_tokens` < 1.
         DataError: a prompt encodes to no tokens.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if max_new_tokens < 1:  # transformers would refuse it only inside `generate`, after the model is placed
+        raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     from midalign.modeling import check_tokenizer_fits
 
     check_tokenizer_fits(model, tokenizer, "generate")

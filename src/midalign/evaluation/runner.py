@@ -23,7 +23,14 @@ from midalign.evaluation.tables import (
     tables_to_csv,
 )
 from midalign.evaluation.translation import score_translation
-from midalign.files import check_name, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from midalign.files import (
+    check_name,
+    check_output_folder,
+    read_json_file,
+    write_json_atomic,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 
 # The metrics tabulated per task, when present (intent accuracy only with intents, COMET only when asked...).
 TABLE_METRICS = {
@@ -245,6 +252,44 @@ def check_system_name(name: str) -> str:
     return check_name(name, "system name")
 
 
+PREDICTIONS_FILE = "predictions-{}.jsonl"
+
+
+def earlier_systems(out_dir: str | os.PathLike) -> set[str]:
+    """The systems of an evaluation already in `out_dir`: its predictions files' and its `scores.json`'s."""
+    out = Path(out_dir)
+    prefix, suffix = PREDICTIONS_FILE.split("{}")
+    names = {p.name[len(prefix) : -len(suffix)] for p in out.glob(PREDICTIONS_FILE.format("*"))}
+    if (out / "scores.json").is_file():
+        try:
+            report = read_json_file(out / "scores.json")
+        except DataError:
+            report = None  # not one midalign wrote; it is replaced like the rest
+        if isinstance(report, dict) and isinstance(report.get("systems"), dict):
+            names |= set(report["systems"])
+    return names
+
+
+def check_report_dir(out_dir: str | os.PathLike, systems: Collection[str], what: str = "--output_dir") -> Path:
+    """Refuse, before any generation, an output folder that is a file or holds an evaluation of other systems.
+
+    An evaluation's files would otherwise sit beside this one's and read as one evaluation (a predictions file of a
+    system the new `scores.json` lacks). The same systems again (a rerun, or one that resumes an interrupted run)
+    are replaced file by file.
+
+    Raises:
+        ConfigError: naming the folder, and the earlier systems that this evaluation does not have.
+    """
+    out = check_output_folder(out_dir, what)
+    others = sorted(earlier_systems(out) - set(systems))
+    if others:
+        raise ConfigError(
+            f"{what} {out} holds an earlier evaluation of other systems ({', '.join(others)}); choose another "
+            "folder, or remove that one first"
+        )
+    return out
+
+
 def write_report(
     out_dir: str | os.PathLike,
     task: str,
@@ -273,14 +318,18 @@ def write_report(
     Returns:
         A name -> path map of the files written.
 
+    An earlier evaluation in `out_dir` must be of the same systems (`check_report_dir`); its charts of metrics
+    this one lacks are removed, so that the folder holds one evaluation.
+
     Raises:
-        ConfigError: a bad system name, or bad language groups (see `language_table`).
+        ConfigError: a bad system name, bad language groups (see `language_table`), or an earlier evaluation of
+            other systems in `out_dir`.
     """
-    out = Path(out_dir)
+    out = check_report_dir(out_dir, [check_system_name(system) for system in scores], "output folder")
     written: dict[str, Path] = {}
     for system, rows in (predictions or {}).items():
         written[f"predictions-{system}"] = write_jsonl_atomic(
-            out / f"predictions-{check_system_name(system)}.jsonl", rows
+            out / PREDICTIONS_FILE.format(check_system_name(system)), rows
         )
     first = next(iter(scores.values()))
     metrics = [m for m in TABLE_METRICS[task] if all(m in by_lang for by_lang in first.values())]
@@ -317,4 +366,7 @@ def write_report(
     if chart:
         for m, t in tables.items():
             written[f"chart-{m}"] = plot_language_table(t, out / f"chart-{m}.png")
+    kept = {path.name for path in written.values()}
+    for stale in [p for p in out.glob("chart-*.png") if p.name not in kept]:
+        stale.unlink()  # an earlier evaluation's chart of a metric this one does not have
     return written

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from midalign.errors import DataError
+from midalign.errors import ConfigError, DataError
 from midalign.evaluation.languages import MASSIVE_LOCALES
 from midalign.evaluation.loaders.examples import lang_field, read_jsonl, require_field
 from midalign.evaluation.slots import format_slots, parse_annot_utt
@@ -41,6 +41,9 @@ def _massive_example(row: Mapping, where: dict, *, with_intent: bool, system_pro
 
 
 def _check_locales(locales: Sequence[str] | None) -> None:
+    repeated = sorted({loc for loc in locales or () if list(locales).count(loc) > 1})
+    if repeated:
+        raise ConfigError(f"MASSIVE locale {repeated[0]!r} is given twice; give each locale once")
     unknown = [loc for loc in locales or () if loc not in MASSIVE_LOCALES]
     if unknown:
         raise DataError(f"unknown MASSIVE locale(s) {unknown}; MASSIVE has {', '.join(MASSIVE_LOCALES)}")

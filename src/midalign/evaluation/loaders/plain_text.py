@@ -23,10 +23,13 @@ def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
     """`["de-en", "deu_Latn-eng_Latn"]` -> `[("de", "en"), ("deu_Latn", "eng_Latn")]`.
 
     Raises:
-        ConfigError: a pair is not exactly `SRC-TGT` (codes themselves cannot contain `-`).
+        ConfigError: a pair is not exactly `SRC-TGT` (codes themselves cannot contain `-`), or is given twice (its
+            examples would be loaded twice, and predictions aligned by position would shift onto the wrong ones).
     """
     parsed = []
     for pair in pairs:
+        if list(pairs).count(pair) > 1:
+            raise ConfigError(f"language pair {pair!r} is given twice; give each pair once")
         parts = pair.split("-")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"language pair {pair!r} must be SRC-TGT, e.g. de-en or deu_Latn-eng_Latn")

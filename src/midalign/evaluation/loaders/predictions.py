@@ -20,6 +20,7 @@ def load_predictions(path: str | os.PathLike, task: str) -> tuple[list[dict[str,
     Raises:
         DataError: as `load_examples`, or a line without a string `prediction`.
     """
+    _check_not_folder(path)
     examples, predictions = [], []
     for number, row in read_jsonl(path):
         prediction = row.get("prediction")
@@ -53,6 +54,7 @@ def read_prediction_lines(
         DataError: a different count (naming the first extra or missing line), a row that matches no example
             or contradicts the one it names, an example predicted twice, or a malformed line.
     """
+    _check_not_folder(path)
     rows = None
     if Path(path).suffix.lower() in (".jsonl", ".json"):
         rows = read_jsonl(path)
@@ -71,6 +73,12 @@ def read_prediction_lines(
     if rows is not None and examples is not None:
         return _match_by_identity(path, rows, examples) or predictions
     return predictions
+
+
+def _check_not_folder(path: str | os.PathLike) -> None:
+    # The shared line reader calls anything that is not a file "not found", which misleads for a folder.
+    if Path(path).is_dir():
+        raise DataError("is a folder, not a predictions file", path=str(path))
 
 
 def _identity(fields: Sequence[str], item: Mapping[str, Any]) -> tuple:
