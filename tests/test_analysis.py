@@ -324,3 +324,70 @@ def test_the_cache_answers_only_for_the_same_weights_dtype_and_adapter(flores, t
     weights = adapter / "adapter_model.safetensors"
     save_file({k: v * 2 for k, v in load_file(weights).items()}, weights)  # the adapter rewritten in place
     assert summary("--adapters", f"tuned={adapter}")["systems"]["tuned"] != tuned["systems"]["tuned"]
+
+
+def _analyze(model_dir, data, out, *extra) -> int:
+    return main(
+        ["analyze", "--model_name_or_path", str(model_dir), "--data", str(data), "--output_dir", str(out), *extra]
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--k", "0"], "--k must be at least 1, got 0"),
+        (["--k", "-1"], "--k must be at least 1, got -1"),
+        (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),
+        (["--max_length", "0"], "--max_length must be at least 1, got 0"),
+        (["--languages", "en", "xx"], "unknown languages ['xx']; the data has ['en', 'es', 'fr']"),
+        (["--languages", "en", "en"], "--languages: 'en' is given twice"),
+        (["--groups", "."], ": is a folder, not a file"),
+    ],
+)
+def test_cli_refuses_bad_settings_in_one_line_before_loading(flores, tmp_path, capsys, monkeypatch, extra, message):
+    import midalign.modeling
+
+    monkeypatch.setattr(midalign.modeling, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert _analyze(tmp_path, flores, tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_groups_are_refused_and_k_is_recorded(flores, tiny_model_dir, tmp_path, capsys):
+    groups = tmp_path / "groups.json"
+    groups.write_text('{"high": ["de"], "low": []}', encoding="utf-8")
+    assert _analyze(tiny_model_dir, flores, tmp_path / "a", "--groups", groups) == 2
+    assert "field 'low': an empty group" in capsys.readouterr().err
+    out = tmp_path / "b"
+    assert _analyze(tiny_model_dir, flores, out, "--k", "50") == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"), parse_constant=pytest.fail)
+    n = len(next(iter(SENTENCES.values())))
+    assert (summary["k"], summary["k_used"], summary["sentences_per_language"]) == (50, n, n)
+    assert f"ratio margin (k={n})" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_truncated_model_or_an_adapter_for_another_size_is_one_line(flores, tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    assert _analyze(broken, flores, tmp_path / "a") == 2
+    err = capsys.readouterr().err
+    assert f"{weights} is truncated or not a safetensors file" in err and len(err.strip().splitlines()) == 1
+
+    wide = make_model("llama", hidden=64)  # another size; the adapter records the tiny model as its base
+    adapter = tmp_path / "wide-adapter"
+    get_peft_model(wide, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = str(tiny_model_dir)
+    (adapter / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert _analyze(tiny_model_dir, flores, tmp_path / "b", "--adapters", f"w={adapter}") == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the model's loading bar
+    assert "does not fit the model" in last and "lora_A of model.layers.0.self_attn.q_proj is 4x64" in last
+    assert "Traceback" not in err and "size mismatch" not in err

@@ -13,11 +13,16 @@ from midalign.files import write_bytes_atomic, write_json_atomic, write_text_ato
 
 LABELS = {
     "cosine": "retrieval, cosine",
-    "margin": "retrieval, ratio margin (k=4)",
+    "margin": "retrieval, ratio margin",
     "centred": "retrieval, centred cosine",
     "cos_pos": "mean cosine of translations",
     "cos_neg": "mean cosine of non-translations",
 }
+
+
+def _label(result: AnalysisResult, metric: str) -> str:
+    """The metric's name for plots and tables; the margin's with the k it used."""
+    return f"{LABELS[metric]} (k={result.k_used})" if metric == "margin" else LABELS[metric]
 
 
 def _png(fig) -> bytes:
@@ -60,10 +65,10 @@ def plot_curves(result: AnalysisResult, metric: str, *, mark_layer: int | None =
         ax.grid(alpha=0.3)
     if mark_layer is not None:
         extra.append(Patch(color="grey", alpha=0.15, label=f"aligned layer {mark_layer}"))
-    axes[0][0].set_ylabel(LABELS[metric])
+    axes[0][0].set_ylabel(_label(result, metric))
     handles = [*lines, *extra]
     axes[0][-1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"{LABELS[metric]} per layer ({len(result.languages)} languages)", y=1.04)
+    fig.suptitle(f"{_label(result, metric)} per layer ({len(result.languages)} languages)", y=1.04)
     data = _png(fig)
     plt.close(fig)
     return data
@@ -93,8 +98,8 @@ def plot_heatmap(result: AnalysisResult, layer: int, metric: str) -> bytes:
         ax.set_xlabel("candidate language (tgt)")
         ax.set_ylabel("query language (src)")
         ax.set_title(system)
-    fig.colorbar(image, ax=list(axes[0]), fraction=0.046 / n, label=LABELS[metric])
-    fig.suptitle(f"{LABELS[metric]} per direction at layer {layer}", y=1.02)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.046 / n, label=_label(result, metric))
+    fig.suptitle(f"{_label(result, metric)} per direction at layer {layer}", y=1.02)
     data = _png(fig)
     plt.close(fig)
     return data
@@ -105,15 +110,15 @@ def markdown(result: AnalysisResult, summary: dict) -> str:
         "# Layer-wise cross-lingual alignment",
         "",
         f"{len(result.languages)} languages, {len({(r['src'], r['tgt']) for r in result.rows})} directions, "
-        f"layers 0..{result.num_layers}; recommended layer by {LABELS[result.metric]} (blocks 1..L-1).",
+        f"layers 0..{result.num_layers}; recommended layer by {_label(result, result.metric)} (blocks 1..L-1).",
         "",
-        "| system | recommended layer | " + " | ".join(LABELS[m] for m in METRICS) + " |",
+        "| system | recommended layer | " + " | ".join(_label(result, m) for m in METRICS) + " |",
         "|---|---:|" + "---:|" * len(METRICS),
     ]
     for system, s in summary["systems"].items():
         values = " | ".join(f"{s['at_recommended_layer'][m]:.3f}" for m in METRICS)
         lines.append(f"| {system} | {s['recommended_layer']} | {values} |")
-    lines += ["", f"## {LABELS[result.metric]} per layer", ""]
+    lines += ["", f"## {_label(result, result.metric)} per layer", ""]
     lines.append("| layer | " + " | ".join(result.systems) + " |")
     lines.append("|---:|" + "---:|" * len(result.systems))
     for layer in range(result.num_layers + 1):

@@ -11,6 +11,7 @@ import torch
 from midalign.analysis.extract import cached_pooled_states, pooled_states
 from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
 from midalign.data.readers import Pair, read_multiway
+from midalign.data.sources import describe
 from midalign.errors import ConfigError, DataError
 from midalign.files import read_json_file
 from midalign.modeling import BASE, adapter_systems, check_tokenizer_fits, file_fingerprint, weights_fingerprint
@@ -38,6 +39,13 @@ class AnalysisResult:
     num_layers: int
     groups: dict[str, list[str]] = field(default_factory=dict)
     metric: str = "margin"
+    k: int = 4  # the margin's neighbours, as asked
+    sentences: int = 0  # per language
+
+    @property
+    def k_used(self) -> int:
+        """The neighbours the margin averaged: `k`, or every candidate when the set has fewer sentences."""
+        return min(self.k, self.sentences) if self.sentences else self.k
 
     def curve(self, system: str, metric: str | None = None, group: str | None = None) -> list[float]:
         """Average of `metric` over directions at each layer (directions whose src is in `group`, if given)."""
@@ -65,7 +73,15 @@ class AnalysisResult:
         return best_inner_layer(self.curve(system, metric))
 
     def summary(self) -> dict:
-        out = {"languages": self.languages, "num_layers": self.num_layers, "metric": self.metric, "systems": {}}
+        out = {
+            "languages": self.languages,
+            "sentences_per_language": self.sentences,
+            "num_layers": self.num_layers,
+            "metric": self.metric,
+            "k": self.k,
+            "k_used": self.k_used,
+            "systems": {},
+        }
         for system in self.systems:
             curves = {m: self.curve(system, m) for m in METRICS}
             groups = {g: self.curve(system, self.metric, g) for g in self.groups}
@@ -86,14 +102,40 @@ def load_groups(path: str | Path | None, languages: list[str]) -> dict[str, list
     groups = read_json_file(path)
     if not isinstance(groups, dict):
         raise DataError('expected {"group": ["lang", ...], ...}', path=str(path))
+    if not groups:
+        raise DataError('no groups; expected {"group": ["lang", ...], ...}', path=str(path))
     for name, members in groups.items():
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
             raise DataError("expected a list of language codes", path=str(path), field=name)
+        if not members:  # its average would be over no direction: NaN in every table
+            raise DataError("an empty group; list at least one language", path=str(path), field=name)
     for name, members in groups.items():
         unknown = sorted(set(members) - set(languages))
         if unknown:
             raise DataError(f"unknown languages {unknown}; the data has {languages}", path=str(path), field=name)
     return groups
+
+
+def check_settings(*, k: int = 4, batch_size: int = 32, max_length: int = 128) -> None:
+    """Refuse settings that cannot measure anything, before any model loads (`ConfigError` naming the setting)."""
+    for name, value in (("k", k), ("batch_size", batch_size), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+def read_languages(data, languages: list[str] | None) -> dict[str, list[str]]:
+    """The multi-way set's `{language: sentences}` (`read_multiway`), with `languages` it lacks named against every
+    language it has (the reader, which keeps only the asked ones while reading, can name only those)."""
+    try:
+        return read_multiway(data, languages)
+    except DataError:
+        if languages is None:
+            raise
+        available = sorted(read_multiway(data))
+        unknown = [lang for lang in languages if lang not in available]
+        if not unknown:
+            raise
+        raise DataError(f"unknown languages {unknown}; the data has {available}", path=describe(data)) from None
 
 
 def analyze_states(
@@ -104,15 +146,22 @@ def analyze_states(
     groups: dict[str, list[str]] | None = None,
     metric: str = "margin",
 ) -> AnalysisResult:
-    """Metrics from pooled vectors `{system: {language: [L + 1, N, H]}}` (no model needed)."""
+    """Metrics from pooled vectors `{system: {language: [L + 1, N, H]}}` (no model needed).
+
+    The margin averages the `k` nearest candidates; a set of fewer than `k` sentences per language averages them
+    all (logged, and recorded as `k_used`).
+    """
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    check_settings(k=k)
     rows = []
     num_layers = None
     languages: list[str] = []
+    sentences = 0
     for system, by_lang in states.items():
         languages = sorted(by_lang)
         num_layers = next(iter(by_lang.values())).shape[0] - 1
+        sentences = next(iter(by_lang.values())).shape[1]
         for layer in range(num_layers + 1):
             per_pair = layer_metrics({lang: v[layer] for lang, v in by_lang.items()}, k=k, pivot=pivot)
             for (src, tgt), values in per_pair.items():
@@ -120,7 +169,11 @@ def analyze_states(
                     {"system": system, "layer": layer, "src": src, "tgt": tgt, "metric": m, "value": v}
                     for m, v in values.items()
                 ]
-    return AnalysisResult(rows, languages, num_layers or 0, groups or {}, metric)
+    if sentences and k > sentences:
+        logger.warning(
+            "k %d is more than the %d sentences per language: the margin averages all %d", k, sentences, sentences
+        )
+    return AnalysisResult(rows, languages, num_layers or 0, groups or {}, metric, k=k, sentences=sentences)
 
 
 def analyze(
@@ -151,8 +204,9 @@ def analyze(
         cache_dir: where pooled vectors are cached, keyed by what determines them: the base model's weights and
             dtype (`weights_fingerprint`), the adapter's files, the settings and the sentences.
     """
+    check_settings(k=k, batch_size=batch_size, max_length=max_length)
     check_tokenizer_fits(model, tokenizer, "analyze")
-    table = read_multiway(data, languages)
+    table = read_languages(data, languages)
     if len(table) < 2:
         raise DataError("need at least two languages", path=str(data))
     if pivot is not None and pivot not in table:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from midalign.analysis.metrics import METRICS
-from midalign.commands.parser import named_paths
+from midalign.commands.parser import at_least, named_paths
 from midalign.errors import ConfigError
 from midalign.modeling import model_init_kwargs
 from midalign.pooling import POOLINGS
@@ -62,6 +62,8 @@ class AnalyzeArguments:
         if not self.include_base and not self.adapter_paths:
             raise ConfigError("--no_include_base needs at least one adapter in --adapters")
         model_init_kwargs(self.model_init_kwargs)  # a bad JSON object fails here, before anything loads
+        for flag in ("k", "batch_size", "max_length"):
+            at_least(f"--{flag}", getattr(self, flag))
 
 
 ARGUMENTS = AnalyzeArguments
@@ -70,16 +72,20 @@ ARGUMENTS = AnalyzeArguments
 def run(args: AnalyzeArguments) -> int:
     """Run `midalign analyze`: check the adapters and the data, then load the model, measure and write."""
     from midalign.analysis.report import write_report
-    from midalign.analysis.run import analyze, load_groups
-    from midalign.data.readers import read_multiway
-    from midalign.modeling import load_model, load_tokenizer, read_adapter_config
+    from midalign.analysis.run import analyze, load_groups, read_languages
+    from midalign.files import check_output_folder
+    from midalign.modeling import check_adapter_matches, load_model, load_tokenizer, read_adapter_config
 
+    check_output_folder(args.output_dir, "--output_dir")
+    if args.cache_dir is not None:
+        check_output_folder(args.cache_dir, "--cache_dir")
+    configs = {}
     for name, path in args.adapter_paths.items():
         try:
-            read_adapter_config(path)  # before the model loads
+            configs[name] = read_adapter_config(path)  # before the model loads
         except ConfigError as e:
             raise ConfigError(f"adapter {name}: {e}") from e
-    languages = sorted(read_multiway(args.data, args.languages))  # validate the data before loading the model
+    languages = sorted(read_languages(args.data, args.languages))  # validate the data before loading the model
     groups = load_groups(args.groups, languages)
     tokenizer = load_tokenizer(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     model = load_model(
@@ -88,6 +94,8 @@ def run(args: AnalyzeArguments) -> int:
         trust_remote_code=args.trust_remote_code,
         init_kwargs=args.model_init_kwargs,
     )
+    for name, path in args.adapter_paths.items():  # every adapter, before the base model's layers are measured
+        check_adapter_matches(model, configs[name], f"adapter {name} ({path})", adapter=path)
     result = analyze(
         model,
         tokenizer,
