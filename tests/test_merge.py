@@ -352,7 +352,10 @@ def bad(llama):
 
 
 REFUSALS = {
-    "missing adapter": (lambda w, b: {"adapters": {"task": w["task"], "align": w["root"] / "nope"}}, "not found"),
+    "missing adapter": (
+        lambda w, b: {"adapters": {"task": w["task"], "align": w["root"] / "nope"}},
+        "no such adapter folder",
+    ),
     "no safetensors": (lambda w, b: {"adapters": {"task": w["task"], "x": b["no-weights"]}}, "safetensors"),
     "broken config": (lambda w, b: {"adapters": {"task": w["task"], "x": b["broken"]}}, "unreadable adapter_config"),
     "unknown method": (lambda w, b: {"method": "ties_svd"}, "unknown merge method"),
@@ -381,7 +384,7 @@ REFUSALS = {
     "another base model": (lambda w, b: {"base": b["qwen-wide"]}, "was trained on"),
     "module shapes": (
         lambda w, b: {"base": b["qwen-wide"], "adapters": {"t": b["task-for-wide"]}},
-        "does not fit the base model",
+        r"does not fit the model .*: lora_A of model\.layers\.0\..* is 4x64, the model.s \w+ takes 96 inputs",
     ),
     "reserved name": (lambda w, b: {"adapters": {"merged": w["task"]}}, "adapter name"),
     "bad name": (lambda w, b: {"adapters": {"a.b": w["task"]}}, "adapter name"),
@@ -545,3 +548,44 @@ def test_sweep_with_a_model_object_uses_the_given_tokenizer(llama, tmp_path):
     recipe = json.loads((out / RECIPE).read_text())
     assert recipe["sweep"]["values"] == [1.0, 0.0] and recipe["weights"]["align"] == recipe["sweep"]["best"]
     assert recipe["base_model_name_or_path"] == str(llama["base"])
+
+
+def test_cli_checks_the_output_folder_numbers_and_device_before_loading(llama, tmp_path, capsys, monkeypatch):
+    import midalign.merging.adapters
+
+    monkeypatch.setattr(midalign.merging.adapters, "load_adapters", lambda *a, **k: pytest.fail("loaded"))
+    afile = tmp_path / "afile"
+    afile.write_text("", encoding="utf-8")
+    argv = ["--model_name_or_path", llama["base"], "--adapters", f"task={llama['task']}", f"align={llama['align']}"]
+    cases = {
+        f"--output_dir {afile} is a file, not a folder": ["--output_dir", afile],
+        f"--output_dir {afile / 'x'}: {afile} is a file": ["--output_dir", afile / "x"],
+        "--max_new_tokens must be at least 1, got 0": ["--output_dir", tmp_path / "m", "--max_new_tokens", "0"],
+        "--device 'foo' is not a device": ["--output_dir", tmp_path / "m", "--device", "foo"],
+    }
+    for message, extra in cases.items():
+        assert run_cli([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_rank_the_shapes_cannot_hold_is_refused_and_files_keep_the_umask(llama, tmp_path):
+    from midalign.files import current_umask
+
+    with pytest.raises(ConfigError, match=r"rank 1000 is more than any module's merged update can have \(32 here"):
+        merge_adapters(llama["base"], adapters_of(llama), out_dir=tmp_path / "m", method="ties", density=0.5, rank=1000)
+    assert nothing_written(tmp_path / "m")
+    out = merge_adapters(llama["base"], adapters_of(llama), out_dir=tmp_path / "ok", method="svd", rank=2)
+    expected = 0o666 & ~current_umask()
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == dict.fromkeys(
+        ["adapter_config.json", "adapter_model.safetensors", "merge_recipe.json"], expected
+    )
+
+
+def test_a_truncated_adapter_is_named_before_loading(llama, tmp_path):
+    broken = shutil.copytree(llama["align"], tmp_path / "broken")
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=rf"{weights} is truncated or not a safetensors file"):
+        merge_adapters(llama["base"], {"task": llama["task"], "align": broken}, out_dir=tmp_path / "m")

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Literal
 
 from midalign.commands.evaluate import CHAT_TEMPLATE
-from midalign.commands.parser import named_paths
+from midalign.commands.parser import at_least, named_paths
 from midalign.errors import ConfigError
 from midalign.merging import METHODS, RECIPE
 from midalign.merging.save import SWEEP_PLOT
+from midalign.modeling import check_device
 
 DESCRIPTION = """\
 Merge LoRA adapters trained on one base model into one PEFT adapter, with the recipe recorded next
@@ -87,6 +88,9 @@ class MergeArguments:
                 raise ConfigError(f"{', '.join(given)} only apply with --sweep")
         elif self.sweep_data is None:
             raise ConfigError("--sweep needs --sweep_data")
+        at_least("--batch_size", self.batch_size)
+        at_least("--max_new_tokens", self.max_new_tokens)
+        check_device(self.device)
 
 
 ARGUMENTS = MergeArguments
@@ -97,7 +101,9 @@ def run(args: MergeArguments) -> int:
     import torch
 
     from midalign.merging import Sweep, merge_adapters
+    from midalign.merging.save import check_out_dir
 
+    check_out_dir(args.output_dir, "--output_dir")  # before the dev set is read and the model loads
     sweep = None
     if args.sweep is not None:
         from midalign.evaluation.loaders import load_examples

@@ -113,7 +113,7 @@ def load_adapters(
     peft_model = None
     try:
         for name, path in adapters.items():
-            check_adapter_matches(model, configs[name], f"adapter {name!r} ({path})")
+            check_adapter_matches(model, configs[name], f"adapter {name!r} ({path})", adapter=path)
             try:
                 if peft_model is None:
                     with quiet_peft_wrap():
@@ -121,7 +121,8 @@ def load_adapters(
                 else:
                     peft_model.load_adapter(str(path), adapter_name=name)
             except (RuntimeError, ValueError, KeyError) as e:
-                raise ConfigError(f"adapter {name!r} ({path}) does not fit the base model: {e}") from e
+                reason = str(e).strip().split("\n", 1)[0]  # PEFT lists every mismatched tensor; the first says it
+                raise ConfigError(f"adapter {name!r} ({path}) does not fit the base model: {reason}") from e
         for module_name, module in peft_model.base_model.model.named_modules():
             if not isinstance(module, LoraLayer):
                 continue

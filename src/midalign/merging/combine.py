@@ -120,6 +120,13 @@ def _pad(a: torch.Tensor, b: torch.Tensor, rank: int):
     return a_pad, b_pad
 
 
+def _largest_rank(layer, present: Sequence[str], method: str) -> int:
+    """The rank of the largest update `method` can give this module: svd truncates a product of the inputs'
+    factors; TIES / DARE may fill the whole weight."""
+    most = min(layer.in_features, layer.out_features)
+    return min(most, sum(layer.r[n] for n in present)) if method == "svd" else most
+
+
 def add_merged_adapter(
     model,
     weights: Mapping[str, float],
@@ -145,8 +152,8 @@ def add_merged_adapter(
         A `MergeResult`.
 
     Raises:
-        ConfigError: an unknown method, a rank or density the method does not take, an adapter `model` does
-            not hold, or `adapter_name` already taken.
+        ConfigError: an unknown method, a rank or density the method does not take, a rank larger than any
+            module's merged update can have, an adapter `model` does not hold, or `adapter_name` already taken.
     """
     from peft import LoraConfig
     from peft.utils import merge_utils
@@ -160,8 +167,17 @@ def add_merged_adapter(
     if adapter_name in model.peft_config:
         raise ConfigError(f"the model already has an adapter named {adapter_name!r}")
     layers = lora_layers(model, names)
-    if rank is None and method != "sum":
-        rank = max(layer.r[name] for layer in layers.values() for name in names if name in layer.r)
+    if method != "sum":
+        # A larger rank would only pad every module with zeros (a bigger file, the same update).
+        most = max(_largest_rank(layer, [n for n in names if n in layer.r], method) for layer in layers.values())
+        if rank is None:
+            rank = min(most, max(layer.r[name] for layer in layers.values() for name in names if name in layer.r))
+        if rank > most:
+            raise ConfigError(
+                f"rank {rank} is more than any module's merged update can have ({most} here: the smaller side of "
+                f"the largest adapted weight{', or the sum of the input ranks' if method == 'svd' else ''}); "
+                f"give a rank of at most {most}"
+            )
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     lost = total = 0.0
     # DARE drops entries at random: a forked, seeded RNG makes the merge repeatable and leaves the caller's RNG alone.

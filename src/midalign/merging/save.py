@@ -75,7 +75,7 @@ def merge_adapters(
 
     from midalign.modeling import load_tokenizer
 
-    out = _check_out_dir(out_dir)
+    out = check_out_dir(out_dir)
     weights = check_weights(list(adapters), weights)
     check_method(method, rank, density)
     is_path = isinstance(base, str | os.PathLike)
@@ -112,10 +112,14 @@ def merge_adapters(
     )
 
 
-def _check_out_dir(out_dir: str | os.PathLike) -> Path:
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} already exists and is not an empty folder; choose a new output folder")
+def check_out_dir(out_dir: str | os.PathLike, what: str = "output folder") -> Path:
+    """`out_dir` if a merge can be written there: a new or empty folder, not a file nor under one (`ConfigError`
+    naming `what`, e.g. the flag)."""
+    from midalign.files import check_output_folder
+
+    out = check_output_folder(out_dir, what)  # a file, or under one: said as such
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"{what} {out} already exists and is not empty; choose a new output folder")
     return out
 
 
@@ -167,13 +171,12 @@ def _write(
     """Write the adapter (and the full model) into a temporary folder next to `out`, then rename it to `out`."""
     from safetensors.torch import save_file
 
-    from midalign.files import apply_umask, write_json_atomic
+    from midalign.files import apply_umask_tree, write_json_atomic
 
-    out = _check_out_dir(out)
+    out = check_out_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        apply_umask(tmp, folder=True)
         result.config.save_pretrained(str(tmp))
         save_file(result.state_dict(), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         if full_model is not None:
@@ -188,6 +191,7 @@ def _write(
         write_json_atomic(tmp / RECIPE, _recipe(result, adapters, full_model is not None, sweep))
         if sweep is not None:
             (tmp / SWEEP_PLOT).write_bytes(sweep.plot())
+        apply_umask_tree(tmp)  # mkdtemp and safetensors' save_file make everything 0700 / 0600
         if out.exists():
             out.rmdir()  # empty (checked above); a folder is renamed only onto an empty one
         os.replace(tmp, out)

@@ -135,6 +135,10 @@ def check_sweep(sweep: Sweep, names: Sequence[str]):
         raise ConfigError(f"sweep values must be one or more finite numbers, got {list(sweep.values)}")
     if len({f"{v:g}" for v in values}) != len(values):
         raise ConfigError(f"sweep values repeat: {values}")
+    for name in ("batch_size", "max_new_tokens"):  # generation would refuse them only after the model loads
+        value = getattr(sweep, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"sweep {name} must be a whole number of at least 1, got {value!r}")
     dev = dev_set(
         sweep.examples,
         sweep.task,
