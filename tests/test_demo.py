@@ -287,3 +287,29 @@ def test_the_claims_judge_a_rise_as_kept_and_count_the_metrics_that_improved():
     assert "slot F1 -1.1; does not hold in this run." in text
     assert "does not hold in this run on any metric" in text
     assert "+4.9; does not hold in this run." in text  # the retrieval rise asked is 25 points
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--align_layer", "99"], "align_layer 99 is out of range for a model with 4 decoder blocks"),
+        (["--settings", "BAD"], "bad.yaml:2: invalid YAML"),
+        (["--settings", "UNKNOWN"], "section 'training' names no MidAlignConfig field ['lora_rank']"),
+    ],
+)
+def test_bad_options_fail_before_the_world_is_built(tmp_path, capsys, monkeypatch, extra, message):
+    import midalign.synthetic.world
+
+    monkeypatch.setattr(midalign.synthetic.world, "build_world", lambda *a, **k: pytest.fail("the world was built"))
+    (tmp_path / "bad.yaml").write_text("training: [1\n", encoding="utf-8")
+    unknown = (
+        files("midalign").joinpath("configs/demo.yaml").read_text(encoding="utf-8").replace("lora_r:", "lora_rank:")
+    )
+    (tmp_path / "unknown.yaml").write_text(unknown, encoding="utf-8")
+    extra = [{"BAD": tmp_path / "bad.yaml", "UNKNOWN": tmp_path / "unknown.yaml"}.get(x, x) for x in extra]
+    out = tmp_path / "work"
+    assert main([*CLI, "--output_dir", str(out), *map(str, extra)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # no stage started, no empty mid-align@99/ folder

@@ -42,6 +42,7 @@ def run_demo(config: DemoConfig, workdir: str | Path) -> dict:
     """
     import torch
 
+    config.check()  # before the world is built and the base pretrained
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:

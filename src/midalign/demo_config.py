@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,29 @@ class DemoConfig:
     task: Literal["slot", "json", "mt"] = "slot"
     eval_limit: int | None = None  # test items per language (None: all)
     smallest: bool = False  # the test suite's settings: a few steps of everything
+
+    def check(self) -> None:
+        """Refuse, before the world is built, what would otherwise fail only after pretraining: a thread count or
+        test limit below 1, an alignment layer the base model lacks, and a settings file that cannot be read or
+        names what the demo does not know (`ConfigError` / `DataError` naming the setting or file and line)."""
+        from midalign.layers import resolve_layer
+        from midalign.train import MidAlignConfig
+
+        for name, value in (("threads", self.threads), ("eval_limit", self.eval_limit)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if self.align_layer != "auto":
+            resolve_layer(self.align_layer, self.pretrain_config().num_layers)
+        training, demo = self.read_settings()
+        unknown = sorted(set(training) - {f.name for f in dataclasses.fields(MidAlignConfig)})
+        if unknown:
+            raise ConfigError(f"{self.settings}: section 'training' names no MidAlignConfig field {unknown}")
+        steps = demo.get("align_only_steps")
+        if not isinstance(steps, dict) or not isinstance(steps.get(self.preset), int) or steps[self.preset] < 1:
+            raise ConfigError(f"{self.settings}: demo.align_only_steps needs a step count for preset {self.preset!r}")
+        weight = demo.get("merge_weight")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise ConfigError(f"{self.settings}: demo.merge_weight must be a number, got {weight!r}")
 
     def read_settings(self) -> tuple[dict, dict]:
         """`(training, demo)` sections of the settings file, with the overrides applied to `training`."""

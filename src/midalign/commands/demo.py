@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_type_hints
 
+from midalign.commands.parser import at_least
 from midalign.demo_config import SETTINGS, DemoConfig
 
 # The presets and tasks are `DemoConfig`'s (Literals), so a new one needs no change here.
@@ -58,6 +59,9 @@ class DemoArguments:
     )
     smallest: bool = field(default=False, metadata={"help": "A few steps of everything (what the tests run)."})
 
+    def __post_init__(self):
+        at_least("--threads", self.threads)  # torch would refuse it only when the demo sets it
+
 
 ARGUMENTS = DemoArguments
 
@@ -75,7 +79,7 @@ def run(args: DemoArguments) -> int:
         smallest=args.smallest,
         settings=args.settings,
     )
-    run_demo(config, args.output_dir)
+    run_demo(config, args.output_dir)  # checks the settings and the layer before building anything
     report = Path(args.output_dir) / config.runs_folder / f"report{config.tag}.md"
     print(report.read_text(encoding="utf-8").split("\n## Per language")[0])
     print(f"full report: {report}")
