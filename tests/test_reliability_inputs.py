@@ -100,6 +100,24 @@ def test_no_pair_repeats_within_an_alignment_batch():
         ({"lora_dropout": 1.0}, r"--lora_dropout must be in \[0, 1\)"),
         ({"align_temperature": 0}, "--align_temperature must be a finite number > 0"),
         ({"max_length": 0}, "--max_length must be >= 1"),
+        # a YAML value of the wrong type (the command line converts flags; YAML and Python do not)
+        ({"lora_r": [1, 2]}, r"--lora_r must be an integer, got \[1, 2\]"),
+        ({"lora_r": {"a": 1}}, "--lora_r must be an integer"),
+        ({"lora_r": 8.7}, "--lora_r must be an integer, got 8.7"),
+        ({"per_device_train_batch_size": True}, "--per_device_train_batch_size must be an integer, got True"),
+        ({"align_weight": True}, "--align_weight must be a number, got True"),
+        ({"lora_layers": [1.5]}, "--lora_layers must be a list of integers"),
+        ({"lora_layers": [-1]}, r"--lora_layers takes block numbers counted from 0 .*got \[-1\]"),
+        ({"lora_layers": []}, "--lora_layers takes block numbers counted from 0"),
+        ({"lora_target_modules": []}, "--lora_target_modules names no module"),
+        ({"mode": "align-only", "align_weight": 0}, "--align_weight 0 in mode align-only trains nothing"),
+        # inherited options midalign would ignore
+        ({"resume_from_checkpoint": "runs/x/checkpoint-1"}, "--resume_from_checkpoint is not taken .* use --resume"),
+        ({"dataloader_drop_last": True}, "--dataloader_drop_last is not used in mode mid-align"),
+        ({"train_sampling_strategy": "sequential"}, "--train_sampling_strategy is not used in mode mid-align"),
+        ({"resume": True, "overwrite_output_dir": True}, "--resume continues .* --overwrite_output_dir replaces"),
+        ({"model_init_kwargs": "{bad"}, "--model_init_kwargs is not a valid JSON object: invalid JSON"),
+        ({"lr_scheduler_kwargs": '{"a": 1, "a": 2}'}, "--lr_scheduler_kwargs is not a valid JSON object: .*'a'"),
     ],
 )
 def test_settings_that_cannot_be_right_are_refused_naming_the_flag(data, setting, message):
@@ -107,9 +125,81 @@ def test_settings_that_cannot_be_right_are_refused_naming_the_flag(data, setting
         config(data, **setting)
 
 
-def test_align_layer_0_with_lora_is_refused_before_training(data, tokenizer):
-    with pytest.raises(ConfigError, match="align_layer 0 is the embedding output"):
-        build_trainer(config(data, align_layer="0"), model=make_model(), tokenizer=tokenizer)
+def test_settings_are_taken_as_their_type_says(data):
+    assert config(data, lora_r=8.0).lora_r == 8  # a whole float is its int
+    assert config(data, "baseline", dataloader_drop_last=True).dataloader_drop_last  # baseline's loader takes it
+    assert config(data, model_init_kwargs='{"dtype": "float32"}').model_init_kwargs == {"dtype": "float32"}
+
+
+def test_a_yaml_value_of_the_wrong_type_is_one_line_naming_the_field(data, tmp_path, capsys):
+    from midalign.cli import main
+
+    run = tmp_path / "run.yaml"
+    run.write_text(f"task_data: {data['task_data']}\nlora_r: [1, 2]\n")
+    assert main(["train", "--config", str(run), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().endswith("--lora_r must be an integer, got [1, 2]")
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"align_layer": "0"}, "align_layer 0 has no trainable parameter at or below it .*embedding output"),
+        # LoRA only above the alignment layer: was a PyTorch error at the first step, with a lock and an empty log
+        ({"lora_target_modules": ["q_proj"], "lora_layers": [3], "align_layer": "1"}, "align_layer 1 has no trainable"),
+        ({"mode": "align-only", "lora_layers": [2, 3], "align_layer": "2"}, "align_layer 2 has no trainable"),
+    ],
+)
+def test_an_alignment_layer_with_nothing_to_train_below_it_is_refused_before_training(
+    data, tokenizer, setting, message
+):
+    with pytest.raises(ConfigError, match=message):
+        build_trainer(config(data, **setting), model=make_model(), tokenizer=tokenizer)
+    build_trainer(config(data, lora_layers=[0], align_layer="1"), model=make_model(), tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("targets", [["all-linear"], ["q_proj"]])
+def test_lora_layers_beyond_the_model_are_refused_naming_its_depth(data, tokenizer, targets):
+    refused = r"--lora_layers \[7, 9\] name no block: LlamaForCausalLM has 4 blocks, numbered 0-3"
+    with pytest.raises(ConfigError, match=refused):
+        build_trainer(
+            config(data, lora_target_modules=targets, lora_layers=[1, 7, 9]), model=make_model(), tokenizer=tokenizer
+        )
+
+
+def test_all_linear_on_some_blocks_adapts_every_linear_layer_of_those_blocks(data, tokenizer):
+    # PEFT takes no layer list with `all-linear` (was a ValueError traceback): it is spelled out per block.
+    trainer = build_trainer(config(data, lora_layers=[1, 2]), model=make_model(), tokenizer=tokenizer)
+    adapted = {name.split(".lora_A")[0] for name, _ in trainer.model.named_parameters() if ".lora_A." in name}
+    blocks = {int(name.split(".layers.")[1].split(".")[0]) for name in adapted}
+    leaves = {name.rsplit(".", 1)[1] for name in adapted}
+    assert blocks == {1, 2}
+    assert leaves == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert trainer.resolved_settings()["lora_layers"] == [1, 2]
+
+
+def test_evaluation_without_held_out_data_is_refused_before_the_model_loads(data, tmp_path):
+    args = config(data, eval_strategy="steps", eval_steps=1, model_name_or_path=str(tmp_path / "never-loaded"))
+    with pytest.raises(ConfigError, match="--eval_strategy steps needs held-out data: --task_eval_data or"):
+        build_trainer(args)
+
+
+def test_held_out_pairs_alone_are_evaluated_during_training(data, tokenizer):
+    # Trainer asks for a task eval set whenever evaluation is on; align-only runs have pairs only.
+    args = config(
+        data, "align-only", eval_strategy="steps", eval_steps=1, max_steps=2, parallel_eval_data=data["parallel_data"]
+    )
+    trainer = build_trainer(args, model=make_model(), tokenizer=tokenizer)
+    trainer.train()
+    assert len([h for h in trainer.state.log_history if "eval_align_loss" in h]) == 2
+
+
+def test_an_align_max_length_that_leaves_no_token_names_the_flag(data, tokenizer):
+    # The tokenizer adds BOS: one token leaves no word of any sentence (was blamed on the data).
+    with pytest.raises(
+        ConfigError, match=r"--align_max_length 1 leaves no token of the src sentence of .*pairs\.jsonl:1"
+    ):
+        build_trainer(config(data, align_max_length=1), model=make_model(), tokenizer=tokenizer)
 
 
 @pytest.mark.parametrize(

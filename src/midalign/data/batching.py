@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from midalign.data.readers import Pair
-from midalign.errors import DataError
+from midalign.errors import ConfigError, DataError
 
 Schedule = Literal["alternate", "joint"]
 LanguageSampling = Literal["uniform", "proportional"]
@@ -56,6 +56,12 @@ def tokenize_pairs(
                 text, tokenizer, max_length=max_length, include_special_tokens=include_special_tokens
             )
             if not any(pool):
+                whole = tokenize_sentence(text, tokenizer, max_length=None, include_special_tokens=False)[1]
+                if any(whole):  # the limit cut every ordinary token: the setting is at fault, not the data
+                    raise ConfigError(
+                        f"--align_max_length {max_length} leaves no token of the {side} sentence of "
+                        f"{pair.origin or 'a pair'} once the tokenizer's special tokens are counted; raise it"
+                    )
                 raise DataError("sentence is empty after tokenization", path=pair.origin or None, field=side)
             row[f"{side}_input_ids"] = ids
             row[f"{side}_pool_mask"] = pool

@@ -4,7 +4,10 @@ It yields the Python API, the CLI flags (`midalign train --key value`) and the Y
 No `from __future__ import annotations` here: TRL's argument parser reads these annotations as real types.
 """
 
+import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,8 +29,44 @@ ALL_LINEAR = "all-linear"
 PAPER_RECIPE = {"learning_rate": 5e-4, "lr_scheduler_type": "inverse_sqrt", "warmup_steps": 0.03}
 
 
+# Inherited options that `midalign train` does not take, with what to use instead: each would be ignored unseen.
+NOT_TAKEN = {"resume_from_checkpoint": "use --resume, which continues from the newest checkpoint in output_dir"}
+# Inherited data-loader options that modes with alignment batches ignore: their loader is midalign's schedule
+# (`MidAlignTrainer.get_train_dataloader`), not transformers' (`baseline` keeps transformers' and takes them).
+SCHEDULE_IGNORES = (
+    "train_sampling_strategy",
+    "dataloader_drop_last",
+    "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
+    "auto_find_batch_size",
+)
+
+
 def _finite(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_type(annotation):
+    """`(int or float, optional, is_list)` for a field annotated with a number type or `list[int]`, else None."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:  # `int | str | None` and the like take text too
+            return None
+        found = _number_type(args[0])
+        return found and (found[0], True, found[2])
+    if typing.get_origin(annotation) is list and typing.get_args(annotation) == (int,):
+        return int, False, True
+    return (annotation, False, False) if annotation in (int, float) else None
+
+
+def _as_number(value, kind):
+    """`value` as a number of `kind`, or None when it is not one: a bool, a list, text, or a fraction for an int.
+    (Python would take `True` as 1, and `int(8.7)` is 8: a YAML typo must not train another model unseen.)"""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if kind is int and isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return value
 
 
 @dataclass
@@ -144,19 +183,75 @@ class MidAlignConfig(SFTConfig):
     # Pinned host memory only helps copies to an accelerator; `None` = pin when one is present (torch warns otherwise).
     dataloader_pin_memory: bool | None = None
 
-    def lora_config(self):
-        """The `peft.LoraConfig` these settings describe (`finetuning: lora`)."""
+    def lora_config(self, model=None):
+        """The `peft.LoraConfig` these settings describe (`finetuning: lora`) for `model`.
+
+        `all-linear` with `lora_layers` needs the model: PEFT takes no layer list with its `all-linear`, so it is
+        spelled out as the linear layers of the chosen blocks (PEFT's `all-linear` leaves out only the output head,
+        which lies in no block).
+        """
         from peft import LoraConfig
 
-        targets = self.lora_target_modules
+        targets = list(self.lora_target_modules)
+        if targets == [ALL_LINEAR] and self.lora_layers is not None and model is not None:
+            from midalign.train.lora import block_linear_names
+
+            targets = block_linear_names(model, self.lora_layers)
         return LoraConfig(
             r=self.lora_r,
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
-            target_modules=ALL_LINEAR if list(targets) == [ALL_LINEAR] else list(targets),
+            target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else targets,
             layers_to_transform=self.lora_layers,
             task_type="CAUSAL_LM",
         )
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type in a number field, naming the flag: the command line converts flags,
+        but a YAML file or a Python caller can give `lora_r: [1, 2]`, `true` or `8.7` (a whole float is its int)."""
+        # The annotations, not `Field.type`: transformers' argument parser rewrites `float | None` there to `float`.
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            found = _number_type(hints[f.name]) if f.init else None
+            value = getattr(self, f.name)
+            if found is None or (value is None and found[1]):
+                continue
+            kind, _, many = found
+            numbers = [_as_number(v, kind) for v in value] if many and isinstance(value, list) else None
+            if not many:
+                numbers = [_as_number(value, kind)]
+            if numbers is None or None in numbers:
+                what = {(int, False): "an integer", (float, False): "a number"}.get((kind, many), "a list of integers")
+                raise ConfigError(f"--{f.name} must be {what}, got {value!r}")
+            setattr(self, f.name, numbers if many else numbers[0])
+
+    def _check_not_taken(self) -> None:
+        """Refuse inherited options that midalign would ignore or override, naming what to use instead."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, instead in NOT_TAKEN.items():
+            if getattr(self, name) != defaults[name]:
+                raise ConfigError(f"--{name} is not taken by midalign train; {instead}")
+        changed = [name for name in SCHEDULE_IGNORES if getattr(self, name) != defaults[name]]
+        if changed and self.mode != "baseline":
+            raise ConfigError(
+                f"--{changed[0]} is not used in mode {self.mode}: its batches come from midalign's task/alignment "
+                "schedule, not from transformers' data loader (mode baseline takes it)"
+            )
+
+    def _parse_json_options(self) -> None:
+        """Dictionary options given as JSON text (the command line's form) are parsed here, naming the flag, as
+        strictly as midalign reads JSON files (transformers parses them later, with an error that names nothing)."""
+        from midalign.errors import DataError
+        from midalign.files import loads_json
+
+        for name in self._VALID_DICT_FIELDS:
+            value = getattr(self, name, None)
+            if isinstance(value, str) and value.lstrip().startswith("{"):
+                try:
+                    setattr(self, name, loads_json(value))
+                except DataError as e:
+                    where = f"field '{e.field}': " if e.field else ""
+                    raise ConfigError(f"--{name} is not a valid JSON object: {where}{e.reason}") from None
 
     def _check_ranges(self) -> None:
         """Refuse settings that cannot be right, naming the flag, before anything is loaded."""
@@ -198,10 +293,28 @@ class MidAlignConfig(SFTConfig):
                 setattr(self, name, [getattr(self, name)])
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [self.lora_target_modules]
+        self._check_types()
+        if not self.lora_target_modules:
+            raise ConfigError(f"--lora_target_modules names no module; give module names, or {ALL_LINEAR}")
         if ALL_LINEAR in self.lora_target_modules and len(self.lora_target_modules) > 1:
             raise ConfigError(f"lora_target_modules: {ALL_LINEAR} already names every linear layer; give it alone")
+        if self.lora_layers is not None and (not self.lora_layers or min(self.lora_layers) < 0):
+            # PEFT matches the numbers in module names: -1 names no block (and an empty list no block at all).
+            raise ConfigError(
+                f"--lora_layers takes block numbers counted from 0 (leave it unset for every block), got "
+                f"{self.lora_layers}"
+            )
         if self.mode not in MODES:
             raise ConfigError(f"mode {self.mode!r} is not one of {MODES}")
+        self._check_not_taken()
+        if self.resume and self.overwrite_output_dir:
+            raise ConfigError(
+                "--resume continues the run in output_dir and --overwrite_output_dir replaces it; give one of them"
+            )
+        if self.mode == "align-only" and self.align_weight == 0:
+            # The alignment loss is the only loss of this mode: weight 0 saves an adapter that does nothing.
+            raise ConfigError("--align_weight 0 in mode align-only trains nothing; give a weight > 0")
+        self._parse_json_options()
         if self.align_pooling not in POOLINGS:
             raise ConfigError(f"align_pooling {self.align_pooling!r} is not one of {POOLINGS}")
         if str(self.align_layer) != "auto":

@@ -41,6 +41,38 @@ def check_lora_targets(model: nn.Module, targets) -> None:
         )
 
 
+def check_lora_layers(model: nn.Module, layers) -> None:
+    """Refuse LoRA block numbers (`lora_layers`, PEFT's `layers_to_transform`) that name no block of `model`
+    (PEFT's own error names neither the numbers nor the depth)."""
+    layers = [layers] if isinstance(layers, int) else layers or []
+    count = len(decoder_layers(model))
+    outside = sorted({i for i in layers if not 0 <= i < count})
+    if outside:
+        raise ConfigError(
+            f"--lora_layers {outside} name no block: {type(unwrap_model(model)).__name__} has {count} blocks, "
+            f"numbered 0-{count - 1}"
+        )
+
+
+def block_linear_names(model: nn.Module, layers: list[int]) -> list[str]:
+    """The names of the linear layers in the given blocks: `all-linear` for a LoRA restricted to them."""
+    check_lora_layers(model, layers)
+    blocks = decoder_layers(model)
+    return sorted(set().union(*(_linear_names(blocks[i]) for i in layers)))
+
+
+def check_alignment_trains(model: nn.Module, layer: int) -> None:
+    """Refuse an alignment layer with no trainable parameter at or below it (the embeddings, blocks 1..layer):
+    the alignment loss would have no gradient, and the first step would fail inside PyTorch."""
+    below = [model.get_input_embeddings(), *decoder_layers(model)[:layer]]
+    if not any(p.requires_grad for module in below for p in module.parameters()):
+        raise ConfigError(
+            f"align_layer {layer} has no trainable parameter at or below it (0 is the embedding output, below every "
+            "LoRA adapter; LoRA on blocks above it gets no gradient from the alignment loss). Adapt a block at or "
+            "below it (--lora_layers counts blocks from 0), choose a higher --align_layer, or finetuning: full"
+        )
+
+
 def warn_unmatched_lora_targets(model: nn.Module, targets: list[str], layers: list[int] | None) -> list[str]:
     """Warn for each named LoRA target that is not a linear layer of some block that should be adapted.
 

@@ -62,11 +62,24 @@ from midalign.train.callbacks import use_log_file
 from midalign.train.checkpoints import save_through_staging
 from midalign.train.config import MidAlignConfig, resolve_align_layer
 from midalign.train.guards import NonFiniteGradientGuard, stop_if_non_finite
-from midalign.train.lora import check_lora_targets, trained_parameters, warn_unmatched_lora_targets
+from midalign.train.lora import (
+    check_alignment_trains,
+    check_lora_layers,
+    check_lora_targets,
+    trained_parameters,
+    warn_unmatched_lora_targets,
+)
 from midalign.train.task_data import answer_only, check_row_lengths, task_dataset
 
 CONFIG_FILE = "midalign_config.json"
 logger = logging.getLogger(__name__)
+
+
+def check_eval_data(args: MidAlignConfig, has_eval: bool) -> None:
+    """Refuse evaluation during training without held-out data (task rows or pairs), before anything loads."""
+    if args.eval_strategy != "no" and not has_eval:
+        strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+        raise ConfigError(f"--eval_strategy {strategy} needs held-out data: --task_eval_data or --parallel_eval_data")
 
 
 class MidAlignTrainer(SFTTrainer):
@@ -104,6 +117,8 @@ class MidAlignTrainer(SFTTrainer):
             raise ConfigError(f"mode {args.mode} needs parallel pairs (align_dataset)")
         if args.mode != "align-only" and train_dataset is None:
             raise ConfigError(f"mode {args.mode} needs task examples (train_dataset)")
+        check_eval_data(args, eval_dataset is not None or align_eval_dataset is not None)
+        self._evaluates_pairs = align_eval_dataset is not None  # read by `_validate_args`, called by Trainer's init
         read = dict(pivot=args.pivot_language, languages=args.parallel_languages)
         align_dataset = as_pairs(align_dataset, **read) if args.mode != "baseline" else None
         align_eval_dataset = as_pairs(align_eval_dataset, **read) if align_eval_dataset is not None else None
@@ -113,9 +128,11 @@ class MidAlignTrainer(SFTTrainer):
         if args.finetuning == "full" and peft_config is not None:
             raise ConfigError("finetuning is 'full' but a peft_config was given; set finetuning: lora or drop it")
         if args.finetuning == "lora" and peft_config is None and not isinstance(model, PeftModel):
-            peft_config = args.lora_config()  # what the config says, not every parameter of the model
+            # what the config says, not every parameter of the model
+            peft_config = args.lora_config(model if isinstance(model, torch.nn.Module) else None)
         if peft_config is not None and isinstance(model, torch.nn.Module):
             check_lora_targets(model, peft_config.target_modules)
+            check_lora_layers(model, peft_config.layers_to_transform)
         if not args.assistant_only_loss:
             # The paper's loss is on the answer only; TRL would train a `messages` row's prompt too.
             train_dataset, eval_dataset = answer_only(train_dataset), answer_only(eval_dataset)
@@ -140,11 +157,8 @@ class MidAlignTrainer(SFTTrainer):
             align_layer_index, align_layer_curve = resolve_align_layer(args, self.model, tokenizer, align_dataset)
         self.align_layer_index = align_layer_index
         self.align_layer_curve = align_layer_curve  # the base model's retrieval per layer, for `auto`
-        if args.mode != "baseline" and self.align_layer_index == 0 and args.finetuning == "lora":
-            raise ConfigError(
-                "align_layer 0 is the embedding output, below every LoRA adapter: the alignment loss would have "
-                "no trainable parameter. Choose a block >= 1 or finetuning: full"
-            )
+        if args.mode != "baseline":
+            check_alignment_trains(self.model, self.align_layer_index)
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         kw = dict(max_length=args.align_max_length, include_special_tokens=args.align_include_special_tokens)
         self.align_rows = tokenize_pairs(align_dataset, tokenizer, **kw) if args.mode != "baseline" else []
@@ -174,6 +188,16 @@ class MidAlignTrainer(SFTTrainer):
     def _is_zero3(self) -> bool:
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
         return plugin is not None and plugin.zero_stage == 3
+
+    def _validate_args(self):
+        # Trainer asks for a task eval set whenever evaluation is on; held-out pairs alone are enough here (`evaluate`).
+        if self.eval_dataset is not None or not self._evaluates_pairs:
+            return super()._validate_args()
+        strategy, self.args.eval_strategy = self.args.eval_strategy, "no"
+        try:
+            return super()._validate_args()
+        finally:
+            self.args.eval_strategy = strategy
 
     # ------------------------------------------------------------------ data
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
