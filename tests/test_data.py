@@ -197,3 +197,31 @@ def test_uniform_language_sampling_balances_directions():
     p = ScheduleBatchSampler(0, directions, task_batch_size=1, align_batch_size=50, language_sampling="proportional")
     counts = Counter("sw" if i >= 90 else "es" for b in p for i in b)
     assert counts["sw"] == 10  # one full pass, each pair once
+
+
+def test_a_parallel_source_named_twice_is_refused(tmp_path):
+    # Its pairs would count twice, and each copy would be a false negative of the other in a batch.
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"src": "a", "tgt": "b", "src_lang": "de", "tgt_lang": "en"}) + "\n")
+    with pytest.raises(DataError, match=r"p\.jsonl: given twice: its rows would be read twice"):
+        read_parallel([str(path), str(path)])
+    with pytest.raises(DataError, match=r"given twice \(as .*p\.jsonl\)"):  # another spelling of the same file
+        read_parallel([str(path), f"{tmp_path}/./p.jsonl"])
+    with pytest.raises(DataError, match="given twice"):
+        read_multiway([str(path), str(path)])
+
+
+def test_parallel_errors_name_the_files(tmp_path):
+    good, empty = tmp_path / "good.jsonl", tmp_path / "empty.jsonl"
+    good.write_text(json.dumps({"src": "a", "tgt": "b", "src_lang": "de", "tgt_lang": "en"}) + "\n")
+    empty.write_text("\n")
+    with pytest.raises(DataError, match=r"empty\.jsonl: no parallel pairs"):  # also when another file has some
+        read_parallel([str(good), str(empty)])
+    with pytest.raises(DataError, match=r"good\.jsonl: no pairs for language\(s\) \['xx'\]"):
+        read_parallel([str(good)], languages=["xx"])
+
+
+def test_a_folder_given_as_task_data_says_what_is_expected(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError, match=r"d: is a folder, but not one written by Dataset\.save_to_disk"):
+        read_task_examples(str(tmp_path / "d"))

@@ -57,6 +57,8 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     The one line reader of every text format (JSONL, TSV, FLORES folders, plain-text translation and predictions).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError("is a folder, not a file", path=str(path))
     if not path.is_file():
         raise DataError("file not found", path=str(path))
     try:
@@ -214,10 +216,22 @@ def _pivot_pairs(row: dict[str, str], pivot: str, path: str, line: int | None) -
 
 
 def _sources(source) -> list:
-    """A list of sources from one source or several (a list of row dictionaries is one source)."""
-    if isinstance(source, list | tuple) and source and not isinstance(source[0], Mapping):
-        return list(source)
-    return [source]
+    """A list of sources from one source or several (a list of row dictionaries is one source).
+
+    A source named twice is refused: its rows would be read twice, and in an alignment batch each copy of a pair is
+    a false negative of the other.
+    """
+    if not (isinstance(source, list | tuple) and source and not isinstance(source[0], Mapping)):
+        return [source]
+    seen: dict = {}
+    for one in source:
+        named = isinstance(one, str | os.PathLike)
+        key = (os.path.realpath(one) if Path(one).exists() else str(one)) if named else id(one)
+        if key in seen:
+            again = f" (as {describe(seen[key])})" if named and str(seen[key]) != str(one) else ""
+            raise DataError(f"given twice{again}: its rows would be read twice", path=describe(one))
+        seen[key] = one
+    return list(source)
 
 
 def _long_key(obj: dict) -> str | None:
@@ -302,7 +316,9 @@ def read_parallel(
         elif path is not None and path.suffix.lower() == ".tsv":
             pairs += _read_parallel_tsv(path)
         else:
+            rows = 0
             for origin, line, obj in records(one, columns=columns):
+                rows += 1
                 if "src" in obj or "tgt" in obj:
                     pairs.append(_pair(obj, origin, line, f"{origin}:{line}"))
                 elif AUTHORS_PAIR_FIELDS[0] in obj:
@@ -311,6 +327,8 @@ def read_parallel(
                     pairs.append(Pair(src, tgt, _lang(src_lang, origin, line, "src_lang"), pivot, f"{origin}:{line}"))
                 else:
                     multiway.add(origin, line, obj)
+            if not rows:  # one empty file among several must not pass unseen
+                raise DataError("no parallel pairs", path=describe(one))
     if languages is not None:
         wanted = {*languages, pivot}
         pairs = [p for p in pairs if p.src_lang in wanted and p.tgt_lang in wanted]

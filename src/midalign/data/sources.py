@@ -36,9 +36,12 @@ Source = Any  # str | os.PathLike | datasets.Dataset | datasets.DatasetDict | li
 
 
 def describe(source: Source) -> str:
-    """A short name of a source for error messages: its path, hub id, or `<Dataset>` / `<list>`."""
+    """A short name of a source for error messages: its path or hub id, the names of several (`a.jsonl, b.tsv`),
+    or `<Dataset>` / `<list>`."""
     if isinstance(source, str | os.PathLike):
         return str(source)
+    if isinstance(source, list | tuple) and source and all(isinstance(s, str | os.PathLike) for s in source):
+        return ", ".join(map(str, source))
     return f"<{type(source).__name__}>"
 
 
@@ -83,6 +86,12 @@ def open_dataset(source: Source, *, split: str | None = None):
         except Exception as e:  # datasets raises many types for one meaning: this file cannot be read
             raise DataError(f"cannot be read as {path.suffix.lower()[1:]}: {e}", path=name) from None
         return loaded
+    if path.is_dir():  # a folder reaches here only when it is no saved dataset (the readers take theirs before)
+        raise DataError(
+            "is a folder, but not one written by Dataset.save_to_disk (it has no state.json or dataset_dict.json); "
+            "give that, or a .jsonl, .parquet, .csv, .json or .arrow file",
+            path=name,
+        )
     if path.exists():
         return None
     hub = HUB_ID.fullmatch(name)
