@@ -315,6 +315,14 @@ def test_an_output_folder_that_takes_no_file_is_refused_before_the_first_step(da
         train(config(data), model=make_model(), tokenizer=tokenizer)
 
 
+def test_an_output_dir_that_is_a_file_is_refused_as_such(data, tokenizer):
+    afile = data["dir"] / "afile"
+    afile.write_text("mine", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"afile is a file, not a folder"):  # was "is not writable: File exists"
+        train(config(data, output_dir=str(afile)), model=make_model(), tokenizer=tokenizer)
+    assert afile.read_text(encoding="utf-8") == "mine"
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_output_folder_is_refused_before_the_first_step(data, tokenizer):
     args = config(data)
