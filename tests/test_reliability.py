@@ -183,3 +183,20 @@ def test_identical_sentences_in_a_batch_give_a_finite_loss_and_gradient(tokenize
     loss.backward()
     assert loss.item() == pytest.approx(math.log(4), abs=1e-4)  # four identical candidates, one of them right
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_the_final_save_keeps_the_users_umask(tmp_path):
+    # safetensors' save_file (so PEFT's save_pretrained) writes 0600 whatever the umask; a trained adapter must
+    # be readable by whoever the user's umask lets read it, as every other file midalign writes.
+    from midalign.files import current_umask
+    from midalign.train.checkpoints import save_through_staging
+
+    def save(folder):
+        folder.mkdir(parents=True)
+        weights = folder / "adapter_model.safetensors"
+        weights.write_bytes(b"x")
+        weights.chmod(0o600)
+
+    save_through_staging(tmp_path / "run", save, should_save=True)
+    mode = (tmp_path / "run" / "adapter_model.safetensors").stat().st_mode & 0o777
+    assert mode == 0o666 & ~current_umask()

@@ -193,6 +193,10 @@ def _from_yaml(path: str, key: str, value, action: argparse.Action):
     values = value if many else [value]
     converted = []
     for item in values:
+        # int(8.7) would quietly train with 8, and a bool, list or mapping is never a number.
+        fraction = action.type is int and isinstance(item, float) and not item.is_integer()
+        if action.type in (int, float) and (fraction or isinstance(item, bool | list | dict)):
+            raise ConfigError(f"{path}: {key} {item!r} is not a valid {action.type.__name__}")
         if action.type in (str, int, float) and item is not None and not isinstance(item, bool | list | dict):
             try:
                 item = action.type(item)

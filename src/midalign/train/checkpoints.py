@@ -8,6 +8,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from midalign.files import apply_umask_tree
+
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
     """Every `checkpoint-N` folder in `output_dir`, oldest first."""
@@ -47,6 +49,7 @@ def save_through_staging(out: Path, save: Callable[[Path], None], should_save: b
         shutil.rmtree(staging)
     save(staging)
     if should_save:
+        apply_umask_tree(staging)  # safetensors writes 0600 whatever the umask; the run's files keep the user's
         for entry in sorted(staging.iterdir()):
             target = out / entry.name
             if entry.is_dir() and target.is_dir():
