@@ -36,6 +36,18 @@ COLUMNS = {
 }
 
 
+def nan_for_null(obj):
+    """`obj` read back from JSON with every null as NaN: midalign writes strict JSON, where a value a run could not
+    score (NaN in memory) is null."""
+    if obj is None:
+        return math.nan
+    if isinstance(obj, dict):
+        return {k: nan_for_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_for_null(v) for v in obj]
+    return obj
+
+
 def defined(values: list[float]) -> list[float]:
     """The seeds' values without the NaNs (a metric a run could not score)."""
     return [v for v in values if not math.isnan(v)]
@@ -255,7 +267,7 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     if args.reprint:
         try:
-            saved = json.loads(Path(args.reprint).read_text(encoding="utf-8"))
+            saved = nan_for_null(json.loads(Path(args.reprint).read_text(encoding="utf-8")))
             text = report(**saved)
         except (OSError, ValueError, TypeError, KeyError) as error:
             p.error(f"--reprint {args.reprint}: not a transfer benchmark's JSON ({type(error).__name__}: {error})")

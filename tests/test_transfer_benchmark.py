@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from midalign.files import write_json_atomic
+
 PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer.py"
 SPEC = importlib.util.spec_from_file_location("transfer_benchmark", PATH)
 transfer = importlib.util.module_from_spec(SPEC)
@@ -247,6 +249,12 @@ def test_the_report_is_the_same_from_the_saved_json(tmp_path, capsys):
     path.write_text(json.dumps(saved))  # the seeds become strings
     assert transfer.main(["--reprint", str(path)]) == transfer.report(**saved)
     assert "seeds [11, 12]" in capsys.readouterr().out
+    # A value a run could not score is NaN in memory and null in the strict JSON written; reprinting reads it back.
+    runs[12]["retrieval"]["mid-align"]["margin"][2] = math.nan
+    write_json_atomic(path, saved)
+    assert "NaN" not in path.read_text()
+    assert transfer.main(["--reprint", str(path)]) == transfer.report(**saved)
+    capsys.readouterr()
 
     path.write_text(json.dumps({"seeds": {}}))  # the layout of an older version
     with pytest.raises(SystemExit):
