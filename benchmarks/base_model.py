@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from midalign.errors import ConfigError, MidalignError
 from midalign.files import write_json_atomic, write_text_atomic
 from midalign.synthetic.languages import LANGUAGE_TABLE
 from midalign.synthetic.pretrain import PretrainConfig, pretrain
@@ -27,14 +29,27 @@ from midalign.synthetic.probe import probe_base_model
 from midalign.synthetic.world import WorldConfig, WorldPaths, build_world
 
 
-def overrides(pairs: list[str]) -> dict:
+def overrides(pairs: list[str], config: type, flag: str) -> dict:
+    """`key=value` pairs as `config`'s fields, each value of its field's type (a string where a number belongs
+    would fail only after the world is built)."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
+        if key not in fields:
+            raise ConfigError(f"{flag}: {config.__name__} has no field {key!r}")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             out[key] = value
+        default = fields[key].default
+        kinds = (int, float) if type(default) is float else (type(default),)
+        if (
+            default is not dataclasses.MISSING
+            and default is not None
+            and (not isinstance(out[key], kinds) or isinstance(out[key], bool) != isinstance(default, bool))
+        ):
+            raise ConfigError(f"{flag}: {key}={value} is not of type {type(default).__name__}")
     return out
 
 
@@ -86,10 +101,17 @@ def main() -> None:
     parser.add_argument("--world", nargs="*", default=[], metavar="KEY=VALUE", help="WorldConfig overrides")
     parser.add_argument("--pretrain", nargs="*", default=[], metavar="KEY=VALUE", help="PretrainConfig overrides")
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     # An override wins over --seed: `--pretrain seed=1` pretrains a second base on the same world.
-    world_config = WorldConfig.preset(args.preset, **{"seed": args.seed, **overrides(args.world)})
-    pretrain_config = PretrainConfig.preset(args.preset, **{"seed": args.seed, **overrides(args.pretrain)})
+    try:
+        world = overrides(args.world, WorldConfig, "--world")
+        world_config = WorldConfig.preset(args.preset, **{"seed": args.seed, **world})
+        pretrained = overrides(args.pretrain, PretrainConfig, "--pretrain")
+        pretrain_config = PretrainConfig.preset(args.preset, **{"seed": args.seed, **pretrained})
+    except (MidalignError, TypeError) as error:  # a bad preset, field or value: one line, before any work
+        parser.error(str(error))
     start = time.perf_counter()
     paths = build_world(world_config, args.workdir / "world")
     world_s = time.perf_counter() - start
