@@ -11,7 +11,6 @@ import torch
 from midalign.analysis.extract import cached_pooled_states, pooled_states
 from midalign.analysis.metrics import METRICS, layer_metrics, pair_metrics
 from midalign.data.readers import Pair, read_multiway
-from midalign.data.sources import describe
 from midalign.errors import ConfigError, DataError
 from midalign.files import read_json_file
 from midalign.modeling import BASE, adapter_systems, check_tokenizer_fits, file_fingerprint, weights_fingerprint
@@ -123,21 +122,6 @@ def check_settings(*, k: int = 4, batch_size: int = 32, max_length: int = 128) -
             raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
-def read_languages(data, languages: list[str] | None) -> dict[str, list[str]]:
-    """The multi-way set's `{language: sentences}` (`read_multiway`), with `languages` it lacks named against every
-    language it has (the reader, which keeps only the asked ones while reading, can name only those)."""
-    try:
-        return read_multiway(data, languages)
-    except DataError:
-        if languages is None:
-            raise
-        available = sorted(read_multiway(data))
-        unknown = [lang for lang in languages if lang not in available]
-        if not unknown:
-            raise
-        raise DataError(f"unknown languages {unknown}; the data has {available}", path=describe(data)) from None
-
-
 def analyze_states(
     states: dict[str, dict[str, torch.Tensor]],
     *,
@@ -206,7 +190,7 @@ def analyze(
     """
     check_settings(k=k, batch_size=batch_size, max_length=max_length)
     check_tokenizer_fits(model, tokenizer, "analyze")
-    table = read_languages(data, languages)
+    table = read_multiway(data, languages)
     if len(table) < 2:
         raise DataError("need at least two languages", path=str(data))
     if pivot is not None and pivot not in table:

@@ -72,7 +72,8 @@ ARGUMENTS = AnalyzeArguments
 def run(args: AnalyzeArguments) -> int:
     """Run `midalign analyze`: check the adapters and the data, then load the model, measure and write."""
     from midalign.analysis.report import write_report
-    from midalign.analysis.run import analyze, load_groups, read_languages
+    from midalign.analysis.run import analyze, load_groups
+    from midalign.data.readers import read_multiway
     from midalign.files import check_output_folder
     from midalign.modeling import check_adapter_matches, load_model, load_tokenizer, read_adapter_config
 
@@ -85,7 +86,7 @@ def run(args: AnalyzeArguments) -> int:
             configs[name] = read_adapter_config(path)  # before the model loads
         except ConfigError as e:
             raise ConfigError(f"adapter {name}: {e}") from e
-    languages = sorted(read_languages(args.data, args.languages))  # validate the data before loading the model
+    languages = sorted(read_multiway(args.data, args.languages))  # validate the data before loading the model
     groups = load_groups(args.groups, languages)
     tokenizer = load_tokenizer(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     model = load_model(

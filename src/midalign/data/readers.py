@@ -258,6 +258,7 @@ class _MultiwayRows:
 
     def __init__(self, languages: list[str] | None, pivot: str | None = None):
         self.keep = None if languages is None else {*languages, *([pivot] if pivot else [])}
+        self.seen: set[str] = set()  # every language read, kept or not: an unknown language is named against them
         self.rows: list[tuple[str, int, dict[str, str]]] = []  # (file or dataset, line or row, {lang: sentence})
         self._by_id: dict[object, dict[str, str]] = {}
         self._id_origin: dict[object, tuple[str, int]] = {}
@@ -268,6 +269,7 @@ class _MultiwayRows:
             self.add_row(origin, line, _multiway_row(obj, origin, line))
             return
         lang = _lang(lang, origin, line, "iso_639_3")
+        self.seen.add(lang)
         if self.keep is not None and lang not in self.keep:
             return
         if "id" not in obj:
@@ -279,6 +281,7 @@ class _MultiwayRows:
         self._id_origin.setdefault(obj["id"], (origin, line))
 
     def add_row(self, origin: str, line: int, row: dict[str, str]) -> None:
+        self.seen.update(row)
         if self.keep is not None:
             row = {k: v for k, v in row.items() if k in self.keep}
         self.rows.append((origin, line, row))
@@ -392,6 +395,7 @@ def read_multiway(source: Source, languages: list[str] | None = None) -> dict[st
     Returns `{language: sentences}` with every language holding the same number of sentences, aligned by index.
     """
     table: dict[str, list[str]] = {}
+    seen: set[str] = set()  # every language of the data, before `languages` keeps some
     name = describe(source)
     path = Path(source) if isinstance(source, str | os.PathLike) else None
     if path is not None and path.is_dir() and not is_saved_dataset(path):
@@ -406,6 +410,7 @@ def read_multiway(source: Source, languages: list[str] | None = None) -> dict[st
                     raise DataError("empty sentence", path=str(file), line=line)
                 sentences.append(text)
             table[lang] = sentences
+        seen = set(table)
     else:
         rows = _MultiwayRows(languages)
         for one in _sources(source):
@@ -418,6 +423,10 @@ def read_multiway(source: Source, languages: list[str] | None = None) -> dict[st
                 )
             for lang, sentence in row.items():
                 table.setdefault(lang, []).append(sentence)
+        seen = rows.seen
+    unknown = [lang for lang in languages or () if lang not in table]
+    if unknown and seen:
+        raise DataError(f"unknown languages {unknown}; the data has {sorted(seen)}", path=name)
     if not table:
         raise DataError("no languages found", path=name)
     counts = {lang: len(s) for lang, s in table.items()}
@@ -426,9 +435,6 @@ def read_multiway(source: Source, languages: list[str] | None = None) -> dict[st
     if not any(counts.values()):
         raise DataError("no sentences", path=name)
     if languages is not None:
-        unknown = [lang for lang in languages if lang not in table]
-        if unknown:
-            raise DataError(f"unknown languages {unknown}; available: {sorted(table)}", path=name)
         table = {lang: table[lang] for lang in languages}
     return table
 
