@@ -235,6 +235,20 @@ def test_families_share_subwords_with_english_by_distance(seed):
     assert cognate("living_room", ((r"v", "f"),)) == "lifing room"
 
 
+def test_close_changes_set_how_many_subwords_close_relatives_share():
+    plain, far = World(8, seed=0), World(8, seed=0, close_changes=(12, 5))
+    for code in ("xa", "xd"):
+        same = [sum(w.languages[code].word(c) == w.pivot.word(c) for c in CONCEPTS) for w in (plain, far)]
+        assert same[1] < same[0] / 2, code
+        assert _shared_subwords(far, code) < _shared_subwords(plain, code), code
+    for code in ("xb", "xc", "xe", "xf", "xg"):  # the other families keep their words
+        assert far.languages[code].lexicon == plain.languages[code].lexicon, code
+    assert WorldConfig(close_changes=[4, 3]) == WorldConfig()  # as read back from world.json
+    for bad in ((4, 6), (25, 3), (4,), (4.0, 3), (-1, 3)):
+        with pytest.raises(ConfigError, match="close_changes"):
+            WorldConfig(close_changes=bad)
+
+
 def test_resource_level_is_independent_of_distance():
     families: dict[str, list[float]] = {}
     for spec in LANGUAGE_TABLE[: WorldConfig().n_languages]:

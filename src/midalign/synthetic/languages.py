@@ -156,7 +156,8 @@ class Language:
     The lexicon is drawn from a generator seeded once per language (seeding per draw repeats the same syllables).
     """
 
-    def __init__(self, spec: LanguageSpec, seed: int):
+    def __init__(self, spec: LanguageSpec, seed: int, close_changes: tuple[int, int] | None = None):
+        # `close_changes` replaces a close relative's (consonant changes, vowel shifts) of `spec.sound_changes`.
         self.spec = spec
         self.code = spec.code
         self.lexicon: dict[str, str] = {}  # concept -> romanised word; empty for English
@@ -169,7 +170,7 @@ class Language:
             vowels="".join(sorted(rng.sample(VOWELS, rng.choice((4, 5))), key=VOWELS.index)),
             coda_prob=rng.uniform(0.0, 0.3),
         )
-        consonants, vowels = spec.sound_changes
+        consonants, vowels = close_changes if close_changes and spec.family == "close" else spec.sound_changes
         changes = tuple(
             pool[i]
             for pool, k in ((SOUND_CHANGES, consonants), (VOWEL_SHIFTS, vowels))

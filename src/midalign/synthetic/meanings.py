@@ -94,12 +94,18 @@ class World:
         seed: fixes every lexicon and entity.
     """
 
-    def __init__(self, n_languages: int = 8, seed: int = 0, everyday_share: float = 0.0):
+    def __init__(
+        self,
+        n_languages: int = 8,
+        seed: int = 0,
+        everyday_share: float = 0.0,
+        close_changes: tuple[int, int] | None = None,
+    ):
         if not 2 <= n_languages <= len(LANGUAGE_TABLE):
             raise ConfigError(f"n_languages must be within 2..{len(LANGUAGE_TABLE)}, got {n_languages}")
         self.seed = seed
         self.everyday_share = everyday_share
-        self.languages = {spec.code: Language(spec, seed) for spec in LANGUAGE_TABLE[:n_languages]}
+        self.languages = {spec.code: Language(spec, seed, close_changes) for spec in LANGUAGE_TABLE[:n_languages]}
         self.pivot = self.languages[PIVOT]
         rng = random.Random(f"{seed}:entities")
         names = Phonology(coda_prob=0.25)

@@ -183,7 +183,12 @@ def probe_base_model(model_dir: str | Path, paths: WorldPaths, n_copy: int = 40)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     config = json.loads(paths.info.read_text(encoding="utf-8"))["config"]
-    world = World(config["n_languages"], config["seed"], config.get("everyday_share", 0.0))
+    world = World(
+        config["n_languages"],
+        config["seed"],
+        config.get("everyday_share", 0.0),
+        tuple(config.get("close_changes", (4, 3))),
+    )
     multiway = read_multiway(paths.multiway)
     return {
         "heldout_loss": {lang: heldout_loss(model, tokenizer, s) for lang, s in multiway.items()},

@@ -36,7 +36,7 @@ from typing import Literal
 from midalign.errors import ConfigError
 from midalign.evaluation.slots import NONE_OUTPUT
 from midalign.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from midalign.synthetic.languages import LANGUAGE_TABLE, PIVOT
+from midalign.synthetic.languages import LANGUAGE_TABLE, PIVOT, SOUND_CHANGES, VOWEL_SHIFTS
 from midalign.synthetic.meanings import Clause, Command, Utterance, World
 from midalign.synthetic.scripts import SCRIPTS, Phonology, transliterate
 from midalign.synthetic.words import (
@@ -97,6 +97,8 @@ class WorldConfig:
         switch_prob: probability that a content word of a code-switched clause is written in English.
         everyday_share: fraction of general-domain clauses (corpus, alignment pairs, multi-way set) that are everyday
             clauses in the commands' vocabulary (`EVERYDAY_OBJECTS`); 0 gives the first world's disjoint domains.
+        close_changes: how many of `SOUND_CHANGES` and of `VOWEL_SHIFTS` make a close relative's cognates: more
+            of them, fewer subwords shared with English.
         n_train: task training commands (rendered in every supervised language).
         n_dev, n_test: task dev / test commands, rendered in every language (parallel, as MASSIVE's splits).
         n_parallel: alignment pairs per non-pivot language (general domain, X -> English).
@@ -114,6 +116,7 @@ class WorldConfig:
     voice_share: float = 0.1
     parallel_share: float = 0.2
     record_share: float = 0.05
+    close_changes: tuple[int, int] = (4, 3)
     n_train: int = 2000
     n_dev: int = 100
     n_test: int = 200
@@ -128,6 +131,16 @@ class WorldConfig:
         shares = self.copy_share + self.switch_share + self.voice_share + self.parallel_share + self.record_share
         if not 0 <= shares <= 1:
             raise ConfigError(f"corpus shares must sum to at most 1, got {shares}")
+        limits = (len(SOUND_CHANGES), len(VOWEL_SHIFTS))
+        changes = tuple(self.close_changes)
+        if len(changes) != 2 or not all(
+            type(n) is int and 0 <= n <= top for n, top in zip(changes, limits, strict=True)
+        ):
+            raise ConfigError(
+                f"close_changes must be two whole numbers within 0..{limits[0]} and 0..{limits[1]}, "
+                f"got {self.close_changes}"
+            )
+        object.__setattr__(self, "close_changes", changes)  # a list from JSON or YAML compares equal to the tuple
 
     @classmethod
     def preset(cls, name: Literal["ci", "default", "bench"], **overrides) -> WorldConfig:
@@ -345,7 +358,7 @@ def build_world(config: WorldConfig, out_dir: str | Path) -> WorldPaths:
         The paths written.
     """
     out = Path(out_dir)
-    world = World(config.n_languages, config.seed, config.everyday_share)
+    world = World(config.n_languages, config.seed, config.everyday_share, config.close_changes)
 
     def stream(part: str) -> random.Random:
         return random.Random(f"{config.seed}:{part}")
