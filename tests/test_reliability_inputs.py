@@ -113,6 +113,8 @@ def test_no_pair_repeats_within_an_alignment_batch():
         ({"mode": "align-only", "align_weight": 0}, "--align_weight 0 in mode align-only trains nothing"),
         # inherited options midalign would ignore
         ({"resume_from_checkpoint": "runs/x/checkpoint-1"}, "--resume_from_checkpoint is not taken .* use --resume"),
+        ({"do_predict": True}, "--do_predict is not taken .* midalign evaluate"),
+        ({"do_eval": True}, "--do_eval alone evaluates nothing: set --eval_strategy"),
         ({"dataloader_drop_last": True}, "--dataloader_drop_last is not used in mode mid-align"),
         ({"train_sampling_strategy": "sequential"}, "--train_sampling_strategy is not used in mode mid-align"),
         ({"resume": True, "overwrite_output_dir": True}, "--resume continues .* --overwrite_output_dir replaces"),

@@ -30,7 +30,10 @@ PAPER_RECIPE = {"learning_rate": 5e-4, "lr_scheduler_type": "inverse_sqrt", "war
 
 
 # Inherited options that `midalign train` does not take, with what to use instead: each would be ignored unseen.
-NOT_TAKEN = {"resume_from_checkpoint": "use --resume, which continues from the newest checkpoint in output_dir"}
+NOT_TAKEN = {
+    "resume_from_checkpoint": "use --resume, which continues from the newest checkpoint in output_dir",
+    "do_predict": "predict and score with midalign evaluate",
+}
 # Inherited data-loader options that modes with alignment batches ignore: their loader is midalign's schedule
 # (`MidAlignTrainer.get_train_dataloader`), not transformers' (`baseline` keeps transformers' and takes them).
 SCHEDULE_IGNORES = (
@@ -231,6 +234,12 @@ class MidAlignConfig(SFTConfig):
         for name, instead in NOT_TAKEN.items():
             if getattr(self, name) != defaults[name]:
                 raise ConfigError(f"--{name} is not taken by midalign train; {instead}")
+        if self.do_eval and str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
+            # transformers' Trainer evaluates on eval_strategy alone; --do_eval by itself would evaluate nothing.
+            raise ConfigError(
+                "--do_eval alone evaluates nothing: set --eval_strategy steps or epoch, with --task_eval_data or "
+                "--parallel_eval_data"
+            )
         changed = [name for name in SCHEDULE_IGNORES if getattr(self, name) != defaults[name]]
         if changed and self.mode != "baseline":
             raise ConfigError(
