@@ -17,7 +17,8 @@ seqeval. Generated values can do what a tagger cannot, so these rules decide how
 - a value also occurs inside a word when the rest of the word is joined to it by punctuation or a
   symbol and is no longer than it (`today` in `today's`, `hôtel` in `l'hôtel`, `friday` in `friday.`):
   MASSIVE's annotations can end inside a word (`[date : today]'s`), and MASSIVE's own conversion tags
-  the whole word; whole-word occurrences are preferred;
+  the whole word; whole-word occurrences are preferred. A gold value found nowhere else is placed inside
+  the word that holds it, even joined by a letter (`[food : pizza]bestellung` tags `pizzabestellung`);
 - a predicted value that cannot be placed (not in the utterance, or a duplicate whose every
   occurrence is already taken) is a false positive; a gold value that cannot be placed (possible
   only with hand-written golds) is a false negative; both are counted, not dropped;
@@ -184,17 +185,25 @@ def _holds(unit: str, part: str, at: int) -> bool:
     return unit[at:end] == part and left_ok and right_ok and len(unit) - len(part) <= len(part)
 
 
-def _inside(span: Sequence[str], want: Sequence[str]) -> bool:
-    """Whether the value's units sit in `span` with its outer edges inside the span's first and last unit."""
+def _inside(span: Sequence[str], want: Sequence[str], *, anywhere: bool = False) -> bool:
+    """Whether the value's units sit in `span` with its outer edges inside the span's first and last unit.
+
+    `anywhere`: at any position of those units, joined to the rest of the word by a letter too (`pizza` in
+    `pizzabestellung`); only for a gold value that occurs nowhere else (`place_slots`, `annotated`).
+    """
     if list(span[1:-1]) != list(want[1:-1]):
         return False
     first, last, w_first, w_last = span[0], span[-1], want[0], want[-1]
+    if anywhere:
+        if len(want) == 1:
+            return w_first in first
+        return first.endswith(w_first) and last.startswith(w_last)
     if len(want) == 1:
         return any(_holds(first, w_first, at) for at in range(len(first) - len(w_first) + 1))
     return _holds(first, w_first, len(first) - len(w_first)) and _holds(last, w_last, 0)
 
 
-def _occurrences(units: Sequence[str], want: Sequence[str]) -> list[int]:
+def _occurrences(units: Sequence[str], want: Sequence[str], *, anywhere: bool = False) -> list[int]:
     """Start positions where the unit sequence `want` occurs in `units`: whole units first, then inside them.
 
     MASSIVE annotations can start or end inside a word (`[date : today]'s`, `l'[place_name : hôtel]`), and
@@ -205,6 +214,8 @@ def _occurrences(units: Sequence[str], want: Sequence[str]) -> list[int]:
     if not n:
         return []
     spans = [(s, units[s : s + n]) for s in range(len(units) - n + 1)]
+    if anywhere:
+        return [s for s, span in spans if list(span) != list(want) and _inside(span, want, anywhere=True)]
     exact = [s for s, span in spans if list(span) == list(want)]
     inside = [s for s, span in spans if list(span) != list(want) and _inside(span, want)]
     return exact + inside
@@ -215,14 +226,16 @@ def _occurrences(units: Sequence[str], want: Sequence[str]) -> list[int]:
 _SEARCH_BUDGET = 20_000
 
 
-def _max_placement(units: Sequence[str], wants: Sequence[tuple[str, ...]], taken: Sequence[bool]) -> list[int | None]:
+def _max_placement(
+    units: Sequence[str], wants: Sequence[tuple[str, ...]], taken: Sequence[bool], *, anywhere: bool = False
+) -> list[int | None]:
     """Non-overlapping starts for as many of `wants` as possible (None = not placed).
 
     Among the assignments that place the most values, the first in the search order wins: values in the
     given order, each at its leftmost free occurrence first (whole units before inside words). The caller sorts
     the values canonically, so the result does not depend on the order they were written in.
     """
-    starts = [_occurrences(units, w) for w in wants]
+    starts = [_occurrences(units, w, anywhere=anywhere) for w in wants]
     best: list[int | None] = [None] * len(wants)
     best_count, nodes = -1, 0
     current: list[int | None] = []
@@ -258,6 +271,7 @@ def place_slots(
     *,
     char_split: bool,
     gold_spans: Mapping[tuple[str, int, int], tuple[str, ...]] | None = None,
+    annotated: bool = False,
 ) -> tuple[list[str], list[tuple[str, str]], dict[tuple[str, int, int], tuple[str, ...]]]:
     """Tag slot values onto the utterance's units; the result does not depend on the order of `slots`.
 
@@ -273,6 +287,10 @@ def place_slots(
         slots: `(type, value)` pairs, in any order.
         char_split: how values are split (must match how `units` were made).
         gold_spans: the third value this function returns for the gold; None when placing the gold itself.
+        annotated: the slots are the gold, annotated on this utterance: a value that finds no place by the rules
+            above is then placed inside a word wherever it occurs (`[food : pizza]bestellung` tags
+            `pizzabestellung`, as MASSIVE's conversion tags every word the brackets touch). A second pass, on the
+            units left free, so it never displaces a value the rules place.
 
     Returns:
         `(tags, unplaced, spans)`: BIO tags over `units` (types case-folded), the slots that found no free
@@ -300,14 +318,17 @@ def place_slots(
             tag(label, match[1], want)
         else:
             rest.append((label, want, slot))
-    starts = _max_placement(units, [w for _, w, _ in rest], [t != "O" for t in tags])
-    unplaced = []
-    for (label, want, slot), start in zip(rest, starts, strict=True):
-        if start is None:
-            unplaced.append(slot)
-        else:
-            tag(label, start, want)
-    return tags, unplaced, spans
+    unplaced = rest
+    for anywhere in (False, True) if annotated else (False,):
+        starts = _max_placement(units, [w for _, w, _ in unplaced], [t != "O" for t in tags], anywhere=anywhere)
+        left = []
+        for (label, want, slot), start in zip(unplaced, starts, strict=True):
+            if start is None:
+                left.append((label, want, slot))
+            else:
+                tag(label, start, want)
+        unplaced = left
+    return tags, [slot for _, _, slot in unplaced], spans
 
 
 def _slot_multiset(frame: SlotFrame, char_split: bool) -> Counter:
@@ -366,7 +387,7 @@ def score_slots(
     for prediction, gold, utterance in zip(predictions, gold_frames, utterances, strict=True):
         pred = parse_slot_output(prediction)
         units = split_units(utterance, char_split=char_split)
-        gold_tags, gold_unplaced, gold_spans = place_slots(units, gold.slots, char_split=char_split)
+        gold_tags, gold_unplaced, gold_spans = place_slots(units, gold.slots, char_split=char_split, annotated=True)
         gold_entities = set(get_entities(gold_tags))
         pred_tags, pred_unplaced, _ = place_slots(units, pred.slots, char_split=char_split, gold_spans=gold_spans)
         pred_entities = set(get_entities(pred_tags))
