@@ -244,7 +244,7 @@ def test_close_changes_set_how_many_subwords_close_relatives_share():
     for code in ("xb", "xc", "xe", "xf", "xg"):  # the other families keep their words
         assert far.languages[code].lexicon == plain.languages[code].lexicon, code
     assert WorldConfig(close_changes=[4, 3]) == WorldConfig()  # as read back from world.json
-    for bad in ((4, 6), (25, 3), (4,), (4.0, 3), (-1, 3)):
+    for bad in ((4, 6), (25, 3), (4,), (4.0, 3), (-1, 3), 4, "4,3"):
         with pytest.raises(ConfigError, match="close_changes"):
             WorldConfig(close_changes=bad)
 

@@ -132,7 +132,7 @@ class WorldConfig:
         if not 0 <= shares <= 1:
             raise ConfigError(f"corpus shares must sum to at most 1, got {shares}")
         limits = (len(SOUND_CHANGES), len(VOWEL_SHIFTS))
-        changes = tuple(self.close_changes)
+        changes = tuple(self.close_changes) if isinstance(self.close_changes, list | tuple) else ()
         if len(changes) != 2 or not all(
             type(n) is int and 0 <= n <= top for n, top in zip(changes, limits, strict=True)
         ):
