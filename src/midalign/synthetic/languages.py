@@ -11,6 +11,8 @@ from midalign.synthetic.scripts import CONSONANTS, VOWELS, Phonology, Script, tr
 from midalign.synthetic.words import CONCEPTS, RELATIONS
 
 PIVOT = "en"
+# A close relative's cognates: how many of `SOUND_CHANGES` and of `VOWEL_SHIFTS` (`WorldConfig.close_changes`).
+CLOSE_CHANGES = (4, 3)
 
 
 Family = Literal["pivot", "close", "middle", "distant"]
@@ -41,7 +43,7 @@ class LanguageSpec:
     @property
     def sound_changes(self) -> tuple[int, int]:
         """How many of `SOUND_CHANGES` and of `VOWEL_SHIFTS` turn an English word into its cognate."""
-        return {"pivot": (0, 0), "close": (4, 3), "middle": (7, 3), "distant": (0, 0)}[self.family]
+        return {"pivot": (0, 0), "close": CLOSE_CHANGES, "middle": (7, 3), "distant": (0, 0)}[self.family]
 
 
 # English first. Each family has a well- and a poorly-resourced member, so that distance and resource level can be
@@ -66,7 +68,7 @@ LANGUAGE_TABLE: tuple[LanguageSpec, ...] = (
 
 # Regular sound changes, as between related languages (English "ship", Dutch "schip"; "think", "denken"). A
 # language applies a seeded subset of them, always in this order (digraphs before their letters), to each English
-# word, then a seeded subset of `VOWEL_SHIFTS`: four and two for a close relative, seven and three for a
+# word, then a seeded subset of `VOWEL_SHIFTS`: four and three for a close relative, seven and three for a
 # middle-distance language. The consonant changes alone left 64-89% of a close relative's words spelt as in
 # English; the vowel shifts, which touch most words, bring that to about a third.
 SOUND_CHANGES: tuple[tuple[str, str], ...] = (

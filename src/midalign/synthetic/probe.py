@@ -187,7 +187,7 @@ def probe_base_model(model_dir: str | Path, paths: WorldPaths, n_copy: int = 40)
         config["n_languages"],
         config["seed"],
         config.get("everyday_share", 0.0),
-        tuple(config.get("close_changes", (4, 3))),
+        tuple(config["close_changes"]) if "close_changes" in config else None,  # older worlds: the table's
     )
     multiway = read_multiway(paths.multiway)
     return {

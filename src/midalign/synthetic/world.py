@@ -36,7 +36,7 @@ from typing import Literal
 from midalign.errors import ConfigError
 from midalign.evaluation.slots import NONE_OUTPUT
 from midalign.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from midalign.synthetic.languages import LANGUAGE_TABLE, PIVOT, SOUND_CHANGES, VOWEL_SHIFTS
+from midalign.synthetic.languages import CLOSE_CHANGES, LANGUAGE_TABLE, PIVOT, SOUND_CHANGES, VOWEL_SHIFTS
 from midalign.synthetic.meanings import Clause, Command, Utterance, World
 from midalign.synthetic.scripts import SCRIPTS, Phonology, transliterate
 from midalign.synthetic.words import (
@@ -116,7 +116,7 @@ class WorldConfig:
     voice_share: float = 0.1
     parallel_share: float = 0.2
     record_share: float = 0.05
-    close_changes: tuple[int, int] = (4, 3)
+    close_changes: tuple[int, int] = CLOSE_CHANGES
     n_train: int = 2000
     n_dev: int = 100
     n_test: int = 200
